@@ -1,0 +1,34 @@
+# videogn: `make train` runs the main job, `make test` runs the test suite.
+# Both create .venv and install everything on first use (a fresh machine needs only python3).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CUDA build of torch runs on CPU too; pinned to the releases this project is tested with.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.videogn-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup train test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/videogn-train
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --timeout 900 $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow --timeout 3600 $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_groupnorm.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache outputs

@@ -1,0 +1,30 @@
+"""Normalisation layers: GroupNorm3d, the norm factory and converters, WS convs, zero-γ init."""
+
+from videogn.layers.group_norm3d import GroupNorm3d, resolve_num_groups
+from videogn.layers.init import last_norm_of_block, zero_init_last_norm
+from videogn.layers.norms import (
+    NORM_NAMES,
+    FrozenBatchNorm,
+    NormChange,
+    convert_norm,
+    create_norm,
+    format_norm_report,
+    resolve_norm,
+)
+from videogn.layers.weight_std import WSConv3d, standardize_weight
+
+__all__ = [
+    "GroupNorm3d",
+    "resolve_num_groups",
+    "NORM_NAMES",
+    "FrozenBatchNorm",
+    "NormChange",
+    "convert_norm",
+    "create_norm",
+    "format_norm_report",
+    "resolve_norm",
+    "WSConv3d",
+    "standardize_weight",
+    "last_norm_of_block",
+    "zero_init_last_norm",
+]

@@ -1,0 +1,163 @@
+"""GroupNorm3d: Group Normalization for (N, C, T, H, W) video tensors, a drop-in for BatchNorm3d."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from videogn.functional import BACKENDS, check_activation, group_norm
+
+__all__ = ["GroupNorm3d", "resolve_num_groups"]
+
+logger = logging.getLogger(__name__)
+_ADJUSTED_SEEN: set[tuple[int, int]] = set()
+
+
+def _largest_divisor_at_most(n: int, bound: int) -> int:
+    return max(d for d in range(1, min(n, bound) + 1) if n % d == 0)
+
+
+def resolve_num_groups(
+    num_channels: int,
+    num_groups: int = 32,
+    group_size: Optional[int] = None,
+    strict: bool = False,
+) -> int:
+    """The number of groups GroupNorm3d uses for ``num_channels`` channels.
+
+    Policy for channel counts the request does not divide (real nets have them: torchvision's
+    R(2+1)D has 45, 144, 230, 460 and 921 channels): take the largest divisor of C that is not
+    above the requested G (with ``group_size`` the requested G is ``max(1, C // group_size)``,
+    so groups never get smaller than asked). ``strict=True`` raises ValueError instead.
+
+    Args:
+        num_channels: C, a positive integer.
+        num_groups: requested G (ignored when ``group_size`` is given).
+        group_size: requested channels per group, the alternative to ``num_groups``.
+        strict: raise instead of adjusting.
+    """
+    for name, value in (("num_channels", num_channels), ("num_groups", num_groups)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if group_size is not None:
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
+            raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+        if num_channels % group_size == 0:
+            return num_channels // group_size
+        if strict:
+            raise ValueError(
+                f"group_size={group_size} does not divide num_channels={num_channels} (strict=True)"
+            )
+        requested = max(1, num_channels // group_size)
+    else:
+        if num_channels % num_groups == 0:
+            return num_groups
+        if strict:
+            raise ValueError(
+                f"num_groups={num_groups} does not divide num_channels={num_channels} "
+                f"(strict=True); divisors of {num_channels} are "
+                f"{[d for d in range(1, num_channels + 1) if num_channels % d == 0]}"
+            )
+        requested = num_groups
+    groups = _largest_divisor_at_most(num_channels, requested)
+    if (num_channels, requested) not in _ADJUSTED_SEEN:
+        _ADJUSTED_SEEN.add((num_channels, requested))
+        logger.warning(
+            "GroupNorm3d: %d channels are not divisible into %d groups; using %d groups of %d",
+            num_channels, requested, groups, num_channels // groups,
+        )
+    return groups
+
+
+class GroupNorm3d(nn.GroupNorm):
+    """Group Normalization over (C/G, T, H, W) per sample and group, with an optional fused activation.
+
+    A subclass of :class:`torch.nn.GroupNorm` (same ``weight``/``bias`` parameters and state-dict
+    keys), with a channel-first constructor so it can be passed wherever a norm is built as
+    ``norm_layer(num_channels)``. It accepts every common calling convention:
+
+    * ``GroupNorm3d(256)``, ``GroupNorm3d(256, num_groups=16)``, ``GroupNorm3d(256, group_size=16)``
+    * BatchNorm's spelling, e.g. pytorchvideo's ``norm(num_features=256, eps=1e-5, momentum=0.1)``
+      (``momentum`` and ``track_running_stats`` are accepted and ignored: GN keeps no running stats)
+    * ``nn.GroupNorm``'s order ``GroupNorm3d(32, 256)``: a second number larger than the first and
+      a multiple of it cannot be a valid (C, G) pair, so it is read as (num_groups, num_channels).
+
+    Inputs are ``(N, C, *)`` (5-D video first). The output keeps the input's dtype and memory format
+    (channels_last_3d in, channels_last_3d out), also under autocast; statistics are fp32.
+
+    Args:
+        num_channels: C (``num_features`` is accepted as BatchNorm's name for it).
+        num_groups: G, default 32. If G does not divide C, see :func:`resolve_num_groups`.
+        group_size: channels per group, the alternative to ``num_groups``.
+        eps: added to the variance.
+        affine: learn per-channel γ (init 1) and β (init 0).
+        activation: None, "relu" or "silu", fused after the affine.
+        strict: raise instead of adjusting a G that does not divide C.
+        backend: "auto", "native" or "triton" (see :mod:`videogn.functional`).
+    """
+
+    def __init__(
+        self,
+        num_channels: Optional[int] = None,
+        num_groups: int = 32,
+        eps: float = 1e-5,
+        affine: bool = True,
+        *,
+        group_size: Optional[int] = None,
+        activation: Optional[str] = None,
+        strict: bool = False,
+        backend: str = "auto",
+        num_features: Optional[int] = None,
+        momentum: Optional[float] = None,
+        track_running_stats: Optional[bool] = None,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        del momentum, track_running_stats  # BatchNorm-only settings: GN keeps no running stats
+        if num_features is not None:
+            if num_channels is not None and num_channels != num_features:
+                raise ValueError(
+                    f"num_channels={num_channels} and num_features={num_features} disagree; "
+                    "give one of them"
+                )
+            num_channels = num_features
+        if num_channels is None:
+            raise TypeError("GroupNorm3d needs num_channels (or num_features)")
+        if (
+            group_size is None
+            and isinstance(num_channels, int)
+            and isinstance(num_groups, int)
+            and 0 < num_channels < num_groups
+            and num_groups % num_channels == 0
+        ):
+            num_channels, num_groups = num_groups, num_channels  # nn.GroupNorm(num_groups, C)
+        resolved = resolve_num_groups(num_channels, num_groups, group_size, strict)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+        super().__init__(resolved, num_channels, eps=eps, affine=affine, device=device, dtype=dtype)
+        self.requested_num_groups = num_groups if group_size is None else None
+        self.group_size = num_channels // resolved
+        self.activation = check_activation(activation)
+        self.backend = backend
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.dim() < 2 or input.shape[1] != self.num_channels:
+            raise ValueError(
+                f"GroupNorm3d expected input of shape (N, {self.num_channels}, *), "
+                f"got {tuple(input.shape)}"
+            )
+        return group_norm(
+            input, self.num_groups, self.weight, self.bias, self.eps,
+            activation=self.activation, backend=self.backend,
+        )
+
+    def extra_repr(self) -> str:
+        text = f"{self.num_channels}, num_groups={self.num_groups}, eps={self.eps}, affine={self.affine}"
+        if self.activation is not None:
+            text += f", activation={self.activation!r}"
+        if self.backend != "auto":
+            text += f", backend={self.backend!r}"
+        return text
