@@ -101,8 +101,9 @@ def _stable_channels_last(
     d = c // num_groups
     xs = x.movedim(1, -1).reshape(n, -1, c)  # (N, L, C): a view of channels-last memory
     length = xs.shape[1]
-    mean_c = xs.sum(1, dtype=torch.float32) / length  # (N, C)
-    m2_c = (xs.float() - mean_c.unsqueeze(1)).square().sum(1)  # (N, C)
+    acc = torch.promote_types(x.dtype, torch.float32)  # fp32 statistics, fp64 kept for fp64
+    mean_c = xs.sum(1, dtype=acc) / length  # (N, C)
+    m2_c = (xs.to(acc) - mean_c.unsqueeze(1)).square().sum(1)  # (N, C)
     mean_cg = mean_c.view(n, num_groups, d)  # (N, G, D)
     mean_g = mean_cg.mean(-1, keepdim=True)  # (N, G, 1)
     var_g = (m2_c.view(n, num_groups, d).sum(-1, keepdim=True)
@@ -110,10 +111,10 @@ def _stable_channels_last(
     rstd = torch.rsqrt(var_g + eps)  # (N, G, 1)
     scale = rstd.expand(n, num_groups, d).reshape(n, c)  # (N, C)
     if weight is not None:
-        scale = scale * weight.float()
+        scale = scale * weight.to(acc)
     shift = -mean_g.expand(n, num_groups, d).reshape(n, c) * scale
     if bias is not None:
-        shift = shift + bias.float()
+        shift = shift + bias.to(acc)
     bshape = (n, c) + (1,) * (x.dim() - 2)
     y = torch.addcmul(shift.view(bshape), x, scale.view(bshape))  # keeps x's layout
     return y.to(x.dtype)

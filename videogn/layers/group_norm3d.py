@@ -16,6 +16,13 @@ logger = logging.getLogger(__name__)
 _ADJUSTED_SEEN: set[tuple[int, int]] = set()
 
 
+class _DefaultGroups(int):
+    """The default G=32, told apart from an explicit 32 so argument-order detection never fires on it."""
+
+
+_DEFAULT_GROUPS = _DefaultGroups(32)
+
+
 def _largest_divisor_at_most(n: int, bound: int) -> int:
     return max(d for d in range(1, min(n, bound) + 1) if n % d == 0)
 
@@ -82,8 +89,9 @@ class GroupNorm3d(nn.GroupNorm):
     * ``GroupNorm3d(256)``, ``GroupNorm3d(256, num_groups=16)``, ``GroupNorm3d(256, group_size=16)``
     * BatchNorm's spelling, e.g. pytorchvideo's ``norm(num_features=256, eps=1e-5, momentum=0.1)``
       (``momentum`` and ``track_running_stats`` are accepted and ignored: GN keeps no running stats)
-    * ``nn.GroupNorm``'s order ``GroupNorm3d(32, 256)``: a second number larger than the first and
-      a multiple of it cannot be a valid (C, G) pair, so it is read as (num_groups, num_channels).
+    * ``nn.GroupNorm``'s order ``GroupNorm3d(32, 256)``: an explicitly given second number larger
+      than the first and a multiple of it cannot be a valid (C, G) pair, so it is read as
+      (num_groups, num_channels). The default G=32 never triggers this.
 
     Inputs are ``(N, C, *)`` (5-D video first). The output keeps the input's dtype and memory format
     (channels_last_3d in, channels_last_3d out), also under autocast; statistics are fp32.
@@ -102,7 +110,7 @@ class GroupNorm3d(nn.GroupNorm):
     def __init__(
         self,
         num_channels: Optional[int] = None,
-        num_groups: int = 32,
+        num_groups: int = _DEFAULT_GROUPS,
         eps: float = 1e-5,
         affine: bool = True,
         *,
@@ -117,7 +125,10 @@ class GroupNorm3d(nn.GroupNorm):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         del momentum, track_running_stats  # BatchNorm-only settings: GN keeps no running stats
+        explicit_groups = num_groups is not _DEFAULT_GROUPS
+        num_groups = int(num_groups) if type(num_groups) is _DefaultGroups else num_groups
         if num_features is not None:
+            explicit_groups = False  # BatchNorm's spelling: never nn.GroupNorm's argument order
             if num_channels is not None and num_channels != num_features:
                 raise ValueError(
                     f"num_channels={num_channels} and num_features={num_features} disagree; "
@@ -127,7 +138,8 @@ class GroupNorm3d(nn.GroupNorm):
         if num_channels is None:
             raise TypeError("GroupNorm3d needs num_channels (or num_features)")
         if (
-            group_size is None
+            explicit_groups
+            and group_size is None
             and isinstance(num_channels, int)
             and isinstance(num_groups, int)
             and 0 < num_channels < num_groups

@@ -1,0 +1,180 @@
+"""videogn.functional.group_norm against float64 F.group_norm: values, gradients, layouts, errors."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from videogn.functional import group_norm
+
+CL = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def reference(x, groups, w, b, eps=1e-5, activation=None):
+    y = F.group_norm(x.double(), groups, None if w is None else w.double(),
+                     None if b is None else b.double(), eps)
+    if activation == "relu":
+        y = F.relu(y)
+    elif activation == "silu":
+        y = F.silu(y)
+    return y
+
+
+SHAPES = [
+    ((2, 8, 3, 5, 7), 4),
+    ((1, 64, 4, 6, 6), 32),
+    ((3, 12, 2, 3, 3), 3),   # C/G = 4, odd spatial
+    ((2, 10, 5, 1, 1), 2),   # C/G = 5
+    ((4, 6, 7, 5), 3),       # 4-D
+    ((2, 6, 9), 6),          # 3-D, G = C
+    ((5, 4), 2),             # 2-D
+]
+
+
+@pytest.mark.parametrize("shape,groups", SHAPES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("activation", [None, "relu", "silu"])
+def test_forward_matches_float64_reference(shape, groups, layout, activation):
+    torch.manual_seed(0)
+    x = torch.randn(shape) * 3 + 0.5
+    if layout == "channels_last":
+        if x.dim() not in CL:
+            pytest.skip("channels_last applies to 4-D and 5-D tensors")
+        x = x.to(memory_format=CL[x.dim()])
+    c = shape[1]
+    w, b = torch.randn(c), torch.randn(c)
+    y = group_norm(x, groups, w, b, 1e-5, activation=activation, backend="native")
+    torch.testing.assert_close(y.double(), reference(x, groups, w, b, activation=activation),
+                               atol=2e-5, rtol=1e-5)
+    if layout == "channels_last":
+        assert y.is_contiguous(memory_format=CL[x.dim()])
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_gradcheck_float64(layout, activation):
+    torch.manual_seed(1)
+    x = torch.randn(2, 6, 2, 3, 3, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last_3d)
+    x.requires_grad_(True)
+    w = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: group_norm(x, 3, w, b, activation=activation, backend="native"), (x, w, b)
+    )
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_backward_fp32_matches_reference_gradients(layout):
+    torch.manual_seed(2)
+    x = torch.randn(3, 16, 3, 4, 5) * 2 + 1
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last_3d)
+    w, b = torch.randn(16), torch.randn(16)
+    grad = torch.randn(3, 16, 3, 4, 5)
+    inputs = [t.clone().requires_grad_(True) for t in (x, w, b)]
+    group_norm(*inputs[:1], 4, inputs[1], inputs[2], activation="relu", backend="native").backward(grad)
+    ref_inputs = [t.double().requires_grad_(True) for t in (x, w, b)]
+    F.relu(F.group_norm(ref_inputs[0], 4, ref_inputs[1], ref_inputs[2])).backward(grad.double())
+    for got, want in zip(inputs, ref_inputs):
+        torch.testing.assert_close(got.grad.double(), want.grad, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_stable_statistics_large_mean_small_spread(layout):
+    # Mean ~1000x the spread: E[x^2] - E[x]^2 in fp32 loses every digit here.
+    torch.manual_seed(3)
+    x = torch.randn(2, 32, 4, 8, 8) * 1.0 + 1000.0
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last_3d)
+    w, b = torch.randn(32), torch.randn(32)
+    y = group_norm(x, 8, w, b, backend="native")
+    err = (y.double() - reference(x, 8, w, b)).abs().max().item()
+    assert err < 1e-3, err
+
+
+def test_empty_batch_and_empty_spatial():
+    x = torch.randn(0, 4, 3, 2, 2)
+    assert group_norm(x, 2).shape == (0, 4, 3, 2, 2)
+    x = torch.randn(0, 4, 3, 2, 2).to(memory_format=torch.channels_last_3d)
+    assert group_norm(x, 2).shape == (0, 4, 3, 2, 2)
+
+
+def test_sample_output_does_not_depend_on_the_batch():
+    torch.manual_seed(4)
+    a = torch.randn(1, 8, 2, 3, 3)
+    others = torch.randn(5, 8, 2, 3, 3) * 10 + 5
+    alone = group_norm(a, 4)
+    batched = group_norm(torch.cat([others[:2], a, others[2:]]), 4)[2:3]
+    torch.testing.assert_close(alone, batched)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_low_precision_keeps_dtype_and_layout(dtype, layout):
+    torch.manual_seed(5)
+    x = (torch.randn(2, 8, 3, 4, 4) * 4 + 2).to(dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last_3d)
+    w, b = torch.randn(8), torch.randn(8)  # fp32 parameters, as under autocast
+    y = group_norm(x, 4, w, b)
+    assert y.dtype == dtype
+    if layout == "channels_last":
+        assert y.is_contiguous(memory_format=torch.channels_last_3d)
+    tol = 1e-2 if dtype == torch.float16 else 4e-2
+    torch.testing.assert_close(y.double(), reference(x, 4, w, b), atol=tol, rtol=tol)
+
+
+def test_autocast_keeps_input_dtype():
+    x = torch.randn(2, 8, 2, 4, 4).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert group_norm(x, 4, torch.ones(8), torch.zeros(8)).dtype == torch.bfloat16
+        assert group_norm(x.float(), 4).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(num_groups=0), "num_groups"),
+        (dict(num_groups=-2), "num_groups"),
+        (dict(num_groups=3), "num_groups"),   # 3 does not divide 8
+        (dict(num_groups=2.0), "num_groups"),
+        (dict(num_groups=2, eps=-1e-5), "eps"),
+        (dict(num_groups=2, weight=torch.ones(7)), "weight"),
+        (dict(num_groups=2, bias=torch.ones(8, 1)), "bias"),
+        (dict(num_groups=2, activation="gelu"), "activation"),
+        (dict(num_groups=2, backend="cuda"), "backend"),
+    ],
+)
+def test_invalid_arguments_raise_value_error_naming_the_argument(kwargs, match):
+    x = torch.randn(2, 8, 2, 2, 2)
+    num_groups = kwargs.pop("num_groups")
+    with pytest.raises(ValueError, match=match):
+        group_norm(x, num_groups, **kwargs)
+
+
+def test_one_dimensional_input_is_rejected():
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        group_norm(torch.randn(8), 2)
+
+
+def test_pytorch_opinfo_sample_inputs():
+    """PyTorch's own sample inputs for nn.functional.group_norm give F.group_norm's results."""
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    opinfo = next(op for op in op_db if op.name == "nn.functional.group_norm")
+    count = 0
+    for dtype in (torch.float32, torch.float64):
+        for sample in opinfo.sample_inputs("cpu", dtype):
+            args, kwargs = list(sample.args), dict(sample.kwargs)
+            if kwargs.get("eps", 1e-5) < 0:
+                # F.group_norm computes with a negative eps; videogn rejects it by design.
+                with pytest.raises(ValueError, match="eps"):
+                    group_norm(sample.input, *args, **kwargs)
+                continue
+            want = F.group_norm(sample.input, *args, **kwargs)
+            got = group_norm(sample.input, *args, **kwargs)
+            torch.testing.assert_close(got, want)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            count += 1
+    assert count > 5
