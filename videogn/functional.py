@@ -89,14 +89,39 @@ def _apply_activation(y: Tensor, activation: Optional[str]) -> Tensor:
     return y
 
 
+# Above this |mean| * rstd of a group, E[x^2] - E[x]^2 in fp32 may have lost the variance's digits.
+# Real activations sit far below it (post-conv |mean|/std is O(1)); a wrong variance only makes the
+# estimate rise, never fall below it (rstd <= 1/sqrt(c * eps32) * 1/|mean| in the bad case).
+_CANCELLATION_RISK = 8.0
+
+
 def _stable_channels_last(
     x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor], eps: float
 ) -> Tensor:
-    """GN on a channels-last tensor with two-pass fp32 statistics, keeping its layout.
+    """GN on a CPU channels-last tensor, keeping its layout, with statistics that do not cancel.
 
-    Per-channel mean and centred sum of squares are reduced over the contiguous (N, L, C) view,
-    then merged per group with the parallel-variance formula (exact, no cancellation).
+    PyTorch's channels-last CPU kernel (one pass, fast) computes the variance as E[x^2] - E[x]^2.
+    Its mean is accurate, so when a group's |mean|/std is large we normalise its (affine-free)
+    output again: GN(GN(x)) = GN(x) exactly, and the second pass sees mean ~0 and std ~1. Both the
+    forward and the chain-ruled gradient stay exact; the common case costs one native call.
+    Under torch.compile/export (no data-dependent branch allowed) it uses two-pass statistics.
     """
+    if torch.compiler.is_compiling():
+        return _two_pass_channels_last(x, num_groups, weight, bias, eps)
+    n, c = x.shape[:2]
+    hxw = x[0, 0].numel()
+    y, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, hxw, num_groups, eps)
+    if bool((mean.float() * rstd.float()).abs().amax() <= _CANCELLATION_RISK):
+        return y
+    z, _, _ = torch.native_group_norm(x, None, None, n, c, hxw, num_groups, eps)
+    y, _, _ = torch.native_group_norm(z, weight, bias, n, c, hxw, num_groups, eps)
+    return y
+
+
+def _two_pass_channels_last(
+    x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor], eps: float
+) -> Tensor:
+    """Channels-last GN from per-channel two-pass moments merged per group (exact, traceable)."""
     n, c = x.shape[:2]
     d = c // num_groups
     xs = x.movedim(1, -1).reshape(n, -1, c)  # (N, L, C): a view of channels-last memory
