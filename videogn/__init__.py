@@ -5,7 +5,7 @@
     model = videogn.convert_norm(model, to="gn")         # BatchNorm -> GroupNorm3d, γ/β carried
 """
 
-from videogn import functional
+from videogn import functional, ops  # ops: registers the custom ops for torch.export.load
 from videogn.layers import (
     NORM_NAMES,
     FrozenBatchNorm,
