@@ -1,0 +1,31 @@
+"""Video models: I3D / C2D ResNets with any norm, a registry, and 2-D -> 3-D inflation.
+
+    from videogn.models import create_model, inflate_from_2d
+    model = create_model("i3d_r50", num_classes=400, norm="gn")
+    report = inflate_from_2d(model, torchvision_resnet50.state_dict())
+"""
+
+from videogn.models.inflate import InflationReport, inflate_from_2d
+from videogn.models.registry import ModelSpec, create_model, get_model_spec, list_models, register_model
+from videogn.models.resnet3d import (
+    BasicBlock3d,
+    Bottleneck3d,
+    ClipMaxPool3d,
+    ResNet3d,
+    TemporalConv3d,
+)
+
+__all__ = [
+    "create_model",
+    "list_models",
+    "get_model_spec",
+    "register_model",
+    "ModelSpec",
+    "inflate_from_2d",
+    "InflationReport",
+    "ResNet3d",
+    "Bottleneck3d",
+    "BasicBlock3d",
+    "ClipMaxPool3d",
+    "TemporalConv3d",
+]
