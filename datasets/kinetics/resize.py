@@ -1,0 +1,76 @@
+#!/usr/bin/env python
+"""Re-encode a folder of videos to short side 256 (H.264, audio dropped), in parallel.
+
+The output tree mirrors the input tree; every output is written under a temporary name and renamed
+when complete, so the run is resumable: run it again and finished files are skipped. Failures are
+listed in <out>/resize_failures.tsv.
+
+    python datasets/kinetics/resize.py --src kinetics400/videos --dst kinetics400/videos_256 -j 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from multiprocessing import Pool
+from pathlib import Path
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")  # = videogn.data.kinetics.VIDEO_EXTENSIONS
+
+
+def _job(args: tuple[str, str, int, int, bool]) -> tuple[str, str]:
+    from videogn.data.decode import VideoDecodeError
+    from videogn.data.encode import resize_video
+
+    src, dst, size, crf, upscale = args
+    try:
+        resize_video(src, dst, size, crf=crf, upscale=upscale)
+        return src, ""
+    except (VideoDecodeError, OSError, ValueError) as e:
+        return src, " ".join(str(e).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--src", required=True, help="input folder (searched recursively)")
+    ap.add_argument("--dst", required=True, help="output folder (same relative paths, .mp4)")
+    ap.add_argument("--short-side", type=int, default=256, help="target short side in pixels (default %(default)s)")
+    ap.add_argument("--crf", type=int, default=23, help="x264 quality, lower is better (default %(default)s)")
+    ap.add_argument("--no-upscale", action="store_true", help="keep videos already smaller than --short-side")
+    ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
+    ap.add_argument("--overwrite", action="store_true", help="redo files that already exist in --dst")
+    args = ap.parse_args(argv)
+    from tqdm import tqdm
+
+    src_root, dst_root = Path(args.src), Path(args.dst)
+    if not src_root.is_dir():
+        ap.error(f"--src {str(src_root)!r} is not a directory")
+    todo, done = [], 0
+    for dirpath, dirnames, files in os.walk(src_root):
+        dirnames.sort()
+        for name in sorted(files):
+            if not name.lower().endswith(VIDEO_EXTENSIONS):
+                continue
+            src = Path(dirpath) / name
+            dst = (dst_root / src.relative_to(src_root)).with_suffix(".mp4")
+            if dst.exists() and not args.overwrite:
+                done += 1
+                continue
+            todo.append((str(src), str(dst), args.short_side, args.crf, not args.no_upscale))
+    print(f"{len(todo)} to resize, {done} already done", file=sys.stderr)
+    failures = []
+    with Pool(max(1, args.jobs)) as pool:
+        for src, err in tqdm(pool.imap_unordered(_job, todo, chunksize=1), total=len(todo), unit="video"):
+            if err:
+                failures.append((src, err))
+    if failures:
+        dst_root.mkdir(parents=True, exist_ok=True)
+        report = dst_root / "resize_failures.tsv"
+        report.write_text("".join(f"{s}\t{e}\n" for s, e in sorted(failures)), encoding="utf-8")
+        print(f"{len(failures)} failed, listed in {report}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

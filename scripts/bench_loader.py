@@ -1,0 +1,345 @@
+"""Clip-loading throughput: videogn's KineticsDataset against the raw decode rate and pytorchvideo.
+
+Every pipeline loads the same clip spec (default: 32 frames at stride 2, from 256p H.264 video with
+B-frames) from the same files through a ``torch.utils.data.DataLoader`` with 1 and 2 workers:
+
+    raw-<backend>          the backend library called directly for the clip's frames, uint8 out,
+                           no transforms (decord: ``get_batch``; PyAV: in-order decode up to the
+                           last needed frame) -- the ceiling
+    videogn-<backend>      KineticsDataset (train mode): VideoReader + sampling + scale jitter
+                           [256, 320], random 224 crop, flip, normalise -> float (3, T, 224, 224)
+    pytorchvideo-<backend> pytorchvideo's EncodedVideo.get_clip (decodes the clip's time range to
+                           float) + temporal subsampling + the same transforms (its own
+                           ``transforms`` package does not import with current torchvision)
+
+Each configuration runs in a fresh process. Reported: clips/s and frames/s in steady state (after
+the first batch, which pays worker start-up), peak RSS (VmHWM) of the main process and of the
+largest worker (a forked worker's RSS includes pages it shares with the main process). ``raw`` with 0 workers is the in-process decode rate.
+
+Note: decord's ``get_batch`` returns wrong frames on streams with frame reordering (see
+videogn/data/decode.py), so raw-decord is a ceiling on speed, not a correct loader.
+
+Usage:
+    python scripts/bench_loader.py --quick --out bench_loader_quick.json
+    python scripts/bench_loader.py --clips 96 --out bench_loader.json
+    python scripts/bench_loader.py --videos /data/kinetics/videos_256 --out k400.json  # real files
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
+
+
+# ------------------------------------------------------------------------------------------------
+# test material
+
+
+def make_videos(folder: Path, num_videos: int, num_frames: int, height: int, width: int, fps: int = 30) -> list[Path]:
+    """Synthetic but codec-realistic clips: moving gradients, drifting blocks and grain, H.264
+    with 3 B-frames, x264's default GOP (250), yuv420p -- the shape of a resized Kinetics file."""
+    from videogn.data.encode import write_video
+
+    paths = []
+    for v in range(num_videos):
+        path = folder / f"class{v % 4}" / f"video{v:03d}.mp4"
+        paths.append(path)
+        if path.exists():
+            continue
+        rng = np.random.default_rng(v)
+        t = np.arange(num_frames)[:, None, None]
+        y = np.arange(height)[None, :, None]
+        x = np.arange(width)[None, None, :]
+        r = (x * 2 + t * (3 + v)) % 256
+        g = (y * 2 + t * 2 + 0 * x) % 256
+        b = ((x + y + 0 * t) // 3 + 40 * ((x // 40 + y // 40 + t // 15) % 2)) % 256
+        frames = np.stack(np.broadcast_arrays(r, g, b), -1).astype(np.int16)
+        frames += rng.integers(-8, 9, frames.shape, dtype=np.int16)
+        write_video(path, frames.clip(0, 255).astype(np.uint8), fps=fps, bframes=3)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------
+# pipelines (module level so DataLoader workers can use them)
+
+
+class _ClipSpecs:
+    """Random (video, start) draws shared by the baseline datasets (same distribution as
+    KineticsDataset's train sampling)."""
+
+    def __init__(self, paths: list[str], num_frames: int, stride: int) -> None:
+        self.paths, self.num_frames, self.stride = paths, num_frames, stride
+        self.span = (num_frames - 1) * stride + 1
+        self.lengths: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def indices(self, n: int) -> np.ndarray:
+        start = random.randint(0, max(n - self.span, 0))
+        return (start + np.arange(self.num_frames) * self.stride) % n
+
+
+class RawDecode(_ClipSpecs):
+    def __init__(self, paths: list[str], num_frames: int, stride: int, backend: str) -> None:
+        super().__init__(paths, num_frames, stride)
+        self.backend = backend
+
+    def __getitem__(self, i: int):
+        import torch
+
+        path = self.paths[i]
+        if self.backend == "decord":
+            import decord
+
+            vr = decord.VideoReader(path, num_threads=1)
+            out = vr.get_batch(self.indices(len(vr)).tolist()).asnumpy()
+            del vr
+        else:
+            import av
+
+            with av.open(path) as c:
+                s = c.streams.video[0]
+                s.codec_context.thread_count = 1
+                n = s.frames or int(float(s.duration * s.time_base) * float(s.average_rate))
+                idx = self.indices(n)
+                want = {int(k) for k in idx}
+                frames = {}
+                for j, f in enumerate(c.decode(s)):
+                    if j in want:
+                        frames[j] = f.to_ndarray(format="rgb24")
+                    if j >= idx.max():
+                        break
+                out = np.stack([frames[int(k)] for k in idx])
+        return torch.from_numpy(out)
+
+
+class PyTorchVideoClips(_ClipSpecs):
+    def __init__(self, paths: list[str], num_frames: int, stride: int, backend: str, fps: float) -> None:
+        super().__init__(paths, num_frames, stride)
+        self.backend, self.fps = backend, fps
+
+    def __getitem__(self, i: int):
+        import torch
+        from pytorchvideo.data.encoded_video import EncodedVideo
+
+        from videogn.data.transforms import train_transform
+
+        video = EncodedVideo.from_path(self.paths[i], decode_audio=False, decoder=self.backend)
+        n = int(round(float(video.duration) * self.fps))
+        start = random.randint(0, max(n - self.span, 0)) / self.fps
+        clip = video.get_clip(start, start + self.span / self.fps)["video"]  # float (3, T', H, W)
+        video.close()
+        t = clip.shape[1]
+        idx = torch.linspace(0, t - 1, self.num_frames).round().long()  # UniformTemporalSubsample
+        frames = clip.index_select(1, idx).permute(1, 2, 3, 0).clamp_(0, 255).to(torch.uint8)  # (T, H, W, 3)
+        return train_transform(frames)
+
+
+# ------------------------------------------------------------------------------------------------
+# one configuration (child process)
+
+
+def _vm_hwm_mb(pid: int | str = "self") -> float:
+    """Peak resident set (VmHWM) of a process in MiB; 0 when it is gone. Unlike getrusage's
+    ru_maxrss it is per address space, so it does not inherit the parent's peak across exec."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _children() -> list[int]:
+    pids = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
+class _WorkerRSS:
+    """Samples the VmHWM of this process's children (the DataLoader workers) every 50 ms."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak, self._stop = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.sample()
+
+    def sample(self) -> None:
+        for pid in _children():
+            self.peak = max(self.peak, _vm_hwm_mb(pid))
+
+    def stop(self) -> float:
+        self.sample()
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+
+    from videogn.data import KineticsDataset, collate_clips, make_worker_init_fn
+
+    torch.set_num_threads(1)
+    paths = cfg["paths"]
+    kind, backend, workers = cfg["pipeline"], cfg["backend"], cfg["workers"]
+    if kind == "videogn":
+        ds = KineticsDataset(cfg["root"], num_frames=cfg["num_frames"], stride=cfg["stride"], backend=backend)
+        collate = collate_clips
+    elif kind == "raw":
+        ds, collate = RawDecode(paths, cfg["num_frames"], cfg["stride"], backend), torch.stack
+    else:
+        ds, collate = PyTorchVideoClips(paths, cfg["num_frames"], cfg["stride"], backend, cfg["fps"]), torch.stack
+    sampler = RandomSampler(ds, replacement=True, num_samples=cfg["clips"], generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(ds, batch_size=cfg["batch_size"], sampler=sampler, num_workers=workers, collate_fn=collate,
+                        worker_init_fn=make_worker_init_fn(0) if workers else None)
+    random.seed(0)
+    rss = _WorkerRSS()
+    t0 = time.perf_counter()
+    it = iter(loader)
+    first = next(it)
+    t_first = time.perf_counter()
+    n = 0
+    for batch in it:
+        n += len(batch["video"]) if isinstance(batch, dict) else len(batch)
+    t_end = time.perf_counter()
+    child = rss.stop()
+    del it, loader
+    own = _vm_hwm_mb()
+    first_n = len(first["video"]) if isinstance(first, dict) else len(first)
+    dt = t_end - t_first
+    clips_s = n / dt if n else float("nan")
+    return {
+        "pipeline": kind, "backend": backend, "workers": workers, "clips_timed": n, "seconds": dt,
+        "clips_per_s": clips_s, "frames_per_s": clips_s * cfg["num_frames"],
+        "first_batch_s": t_first - t0, "first_batch_clips": first_n,
+        "peak_rss_main_mb": own, "peak_rss_worker_mb": child if workers else 0.0,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="few short videos and clips (a smoke run, ~1-2 min)")
+    ap.add_argument("--videos", default=None, help="folder of real videos (searched recursively) instead of synthetic ones")
+    ap.add_argument("--cache", default="/tmp/videogn_bench_loader", help="where synthetic videos are kept")
+    ap.add_argument("--num-videos", type=int, default=8)
+    ap.add_argument("--video-frames", type=int, default=300, help="frames per synthetic video (30 fps)")
+    ap.add_argument("--height", type=int, default=256)
+    ap.add_argument("--width", type=int, default=340)
+    ap.add_argument("--num-frames", type=int, default=32)
+    ap.add_argument("--stride", type=int, default=2)
+    ap.add_argument("--clips", type=int, default=64, help="clips per configuration")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--backends", default="decord,pyav")
+    ap.add_argument("--pipelines", default="raw,videogn,pytorchvideo")
+    ap.add_argument("--out", default=None, help="write results as JSON here")
+    ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args._child:
+        print(json.dumps(run_config(json.loads(args._child))))
+        return 0
+
+    if args.quick:
+        args.num_videos, args.video_frames, args.clips = 4, 120, 16
+    if args.videos:
+        root = Path(args.videos)
+        paths = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+        fps = 30.0
+        real = True
+    else:
+        root = Path(args.cache) / f"{args.num_videos}x{args.video_frames}_{args.height}x{args.width}"
+        paths = [str(p) for p in make_videos(root, args.num_videos, args.video_frames, args.height, args.width)]
+        fps, real = 30.0, False
+    if not paths:
+        ap.error(f"no videos found under {args.videos}")
+
+    have_ptv = subprocess.run([sys.executable, "-c", "import pytorchvideo.data.encoded_video"], capture_output=True).returncode == 0
+    workers = [int(w) for w in args.workers.split(",")]
+    configs = []
+    for pipeline in args.pipelines.split(","):
+        if pipeline == "pytorchvideo" and not have_ptv:
+            print("pytorchvideo's EncodedVideo does not import: skipped", file=sys.stderr)
+            continue
+        for backend in args.backends.split(","):
+            ws = ([0] if pipeline == "raw" else []) + workers
+            for w in ws:
+                configs.append({"pipeline": pipeline, "backend": backend, "workers": w, "paths": paths, "root": str(root),
+                                "num_frames": args.num_frames, "stride": args.stride, "clips": args.clips,
+                                "batch_size": args.batch_size, "fps": fps, "real": real})
+    loadavg_start = os.getloadavg()
+    results = []
+    header = f"{'pipeline':<14}{'backend':<8}{'workers':>8}{'clips/s':>10}{'frames/s':>10}{'% raw':>8}{'RSS main':>10}{'RSS wkr':>9}"
+    print(header)
+    print("-" * len(header))
+    for cfg in configs:
+        proc = subprocess.run([sys.executable, __file__, "--_child", json.dumps(cfg)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"{cfg['pipeline']:<14}{cfg['backend']:<8}{cfg['workers']:>8}  FAILED: {proc.stderr.strip()[-300:]}")
+            continue
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        raw = next((r for r in results if r["pipeline"] == "raw" and r["backend"] == res["backend"]
+                    and r["workers"] == res["workers"]), None)
+        res["fraction_of_raw"] = res["clips_per_s"] / raw["clips_per_s"] if raw and res["pipeline"] != "raw" else None
+        results.append(res)
+        frac = f"{100 * res['fraction_of_raw']:.0f}%" if res["fraction_of_raw"] else "-"
+        print(f"{res['pipeline']:<14}{res['backend']:<8}{res['workers']:>8}{res['clips_per_s']:>10.2f}"
+              f"{res['frames_per_s']:>10.1f}{frac:>8}{res['peak_rss_main_mb']:>9.0f}M{res['peak_rss_worker_mb']:>8.0f}M",
+              flush=True)
+    for r in results:
+        if r["pipeline"] == "videogn":
+            ptv = next((p for p in results if p["pipeline"] == "pytorchvideo" and p["backend"] == r["backend"]
+                        and p["workers"] == r["workers"]), None)
+            r["speedup_vs_pytorchvideo"] = r["clips_per_s"] / ptv["clips_per_s"] if ptv else None
+            if ptv:
+                print(f"videogn-{r['backend']} / pytorchvideo-{r['backend']}, {r['workers']} worker(s): "
+                      f"{r['speedup_vs_pytorchvideo']:.2f}x")
+    import torch
+
+    meta = {
+        "machine": f"{os.cpu_count()}-core {platform.machine()} CPU, {platform.processor() or 'unknown cpu'}",
+        "loadavg_start": loadavg_start, "loadavg_end": os.getloadavg(), "torch": torch.__version__, "python": platform.python_version(),
+        "videos": len(paths), "video_source": str(args.videos) if args.videos else f"synthetic {args.num_videos} x "
+        f"{args.video_frames} frames {args.width}x{args.height} H.264 (3 B-frames) 30 fps",
+        "clip": f"{args.num_frames} frames, stride {args.stride}", "clips_per_config": args.clips,
+        "batch_size": args.batch_size, "quick": args.quick,
+    }
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Clip transforms: shapes, normalisation, crop geometry, flip, 1/3 crops, channels-last layout."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from videogn.data import eval_transform, normalize, resize_short_side, spatial_crops, train_transform
+
+MEAN, STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
+
+
+def ramp_clip(t=4, h=48, w=64):
+    """uint8 (T, H, W, 3): red = column, green = row, blue = frame index."""
+    x = torch.arange(w).view(1, 1, w).expand(t, h, w)
+    y = torch.arange(h).view(1, h, 1).expand(t, h, w)
+    z = torch.arange(t).view(t, 1, 1).expand(t, h, w) * 10
+    return torch.stack([x * 3, y * 4, z], -1).to(torch.uint8)
+
+
+def denorm(v):
+    m = torch.tensor(MEAN).view(3, 1, 1, 1)
+    s = torch.tensor(STD).view(3, 1, 1, 1)
+    return (v * s + m) * 255
+
+
+def test_train_shape_and_normalisation():
+    clip = torch.full((5, 40, 60, 3), 200, dtype=torch.uint8)
+    out = train_transform(clip, scale=(40, 50), crop_size=32, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (3, 5, 32, 32) and out.dtype == torch.float32 and out.is_contiguous()
+    torch.testing.assert_close(out, torch.full_like(out, (200 / 255 - 0.45) / 0.225))
+
+
+def test_train_identity_geometry_and_flip():
+    clip = ramp_clip()
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(20):
+        # scale = short side and crop = short side: the crop is a 48x48 window, no resampling
+        out = denorm(train_transform(clip, scale=(48, 48), crop_size=48, generator=g))
+        red = out[0, 0, 0]  # columns of the first row
+        flipped = bool(red[0] > red[-1])
+        seen.add(flipped)
+        step = -3 if flipped else 3
+        torch.testing.assert_close(red[1:] - red[:-1], torch.full((47,), float(step)), atol=1e-3, rtol=0)
+        torch.testing.assert_close(out[1, 0, :, 0], torch.arange(48.0) * 4, atol=1e-3, rtol=0)  # rows intact
+        torch.testing.assert_close(out[2, :, 0, 0], torch.arange(4.0) * 10, atol=1e-3, rtol=0)  # time intact
+    assert seen == {True, False}  # flip happens, not always
+    out = denorm(train_transform(clip, scale=(48, 48), crop_size=48, flip=False, generator=g))
+    assert out[0, 0, 0, 0] < out[0, 0, 0, -1]
+
+
+def test_train_scale_jitter_matches_resize_then_crop():
+    # scale 96 (2x) then crop 96: the full upscaled frame width-centred; equals a direct resize of the crop
+    clip = ramp_clip(2, 48, 48)
+    out = denorm(train_transform(clip, scale=(96, 96), crop_size=96, flip=False))
+    ref = F.interpolate(clip.permute(0, 3, 1, 2).float(), size=(96, 96), mode="bilinear", align_corners=False)
+    # the uint8 resize rounds to whole levels
+    torch.testing.assert_close(out, ref.permute(1, 0, 2, 3), atol=0.51, rtol=0)
+
+
+def test_resize_short_side_and_crops():
+    clip = ramp_clip(2, 48, 64)
+    x = resize_short_side(clip, 24)
+    assert x.shape == (2, 24, 32, 3) and x.dtype == torch.uint8
+    # halving a ramp of step 3 (antialiased) gives a ramp of step 6
+    assert (x[0, 0, 1:-1, 0].int() - x[0, 0, :-2, 0].int()).tolist() == [6] * 30  # edge pixel clamps
+    portrait = resize_short_side(ramp_clip(2, 64, 48), 24)
+    assert portrait.shape == (2, 32, 24, 3)
+    crops = spatial_crops(x, 24, 3)
+    assert [tuple(c.shape[1:3]) for c in crops] == [(24, 24)] * 3
+    assert torch.equal(crops[0], x[:, :, :24]) and torch.equal(crops[2], x[:, :, -24:])
+    assert torch.equal(crops[1], x[:, :, 4:28])
+    pc = spatial_crops(portrait, 24, 3)
+    assert torch.equal(pc[0], portrait[:, :24]) and torch.equal(pc[2], portrait[:, -24:])
+    with pytest.raises(ValueError, match="num_crops"):
+        spatial_crops(x, 24, 2)
+    with pytest.raises(ValueError, match="crop_size=30"):
+        spatial_crops(x, 30, 1)
+
+
+def test_eval_transform_views():
+    clip = ramp_clip(3, 48, 64)
+    one = eval_transform(clip, scale=48, crop_size=48, num_crops=1)
+    three = eval_transform(clip, scale=48, crop_size=48, num_crops=3)
+    assert one.shape == (1, 3, 3, 48, 48) and three.shape == (3, 3, 3, 48, 48)
+    torch.testing.assert_close(three[1], one[0])
+    red = denorm(three[:, :, 0])[:, 0, 0]  # first row red of each crop
+    assert red[0, 0] == pytest.approx(0, abs=1e-3) and red[2, -1] == pytest.approx(63 * 3, abs=1e-3)
+
+
+def test_channels_last_layout():
+    clip = ramp_clip(4, 48, 64)
+    a = train_transform(clip, scale=(48, 48), crop_size=32, generator=torch.Generator().manual_seed(3))
+    b = train_transform(clip, scale=(48, 48), crop_size=32, channels_last=True, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b)
+    assert b.stride(0) == 1 and b.unsqueeze(0).is_contiguous(memory_format=torch.channels_last_3d)
+    v = eval_transform(clip, scale=32, crop_size=32, num_crops=3, channels_last=True)
+    assert v.stride(1) == 1
+    torch.testing.assert_close(v, eval_transform(clip, scale=32, crop_size=32, num_crops=3))
+
+
+@pytest.mark.parametrize(
+    "fn, kwargs, exc, match",
+    [
+        (train_transform, {"scale": (300, 256)}, ValueError, "scale"),
+        (train_transform, {"crop_size": 0}, ValueError, "crop_size"),
+        (resize_short_side, {"size": 0}, ValueError, "size"),
+    ],
+)
+def test_bad_arguments(fn, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        fn(ramp_clip(), **kwargs)
+    with pytest.raises(TypeError, match="uint8"):
+        train_transform(ramp_clip().float())
+    with pytest.raises(ValueError, match="mean and std"):
+        normalize(torch.zeros(1, 2, 2, 3), (0.5,), STD)

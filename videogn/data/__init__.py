@@ -1,0 +1,53 @@
+"""Video data: encoding/decoding, Kinetics annotations and clip datasets, sampling, transforms."""
+
+from videogn.data.decode import VideoDecodeError, VideoReader, available_backends, check_video
+from videogn.data.encode import SUPPORTED_CODECS, resize_video, write_video
+from videogn.data.kinetics import (
+    KineticsDataset,
+    VideoRecord,
+    build_kinetics_index,
+    collate_clips,
+    find_videos,
+    load_class_index,
+    make_worker_init_fn,
+    read_kinetics_csv,
+    read_list_file,
+    resolve_csv_records,
+    scan_class_folders,
+    write_class_index,
+)
+from videogn.data.sampling import SHORT_VIDEO_RULES, clip_span, clip_step, eval_clip_indices, train_clip_indices
+from videogn.data.transforms import eval_transform, normalize, resize_short_side, spatial_crops, train_transform
+
+__all__ = [
+    "SHORT_VIDEO_RULES",
+    "SUPPORTED_CODECS",
+    "KineticsDataset",
+    "VideoDecodeError",
+    "VideoReader",
+    "VideoRecord",
+    "available_backends",
+    "build_kinetics_index",
+    "check_video",
+    "clip_span",
+    "clip_step",
+    "collate_clips",
+    "eval_clip_indices",
+    "eval_transform",
+    "find_videos",
+    "load_class_index",
+    "make_worker_init_fn",
+    "normalize",
+    "read_kinetics_csv",
+    "read_list_file",
+    "resize_short_side",
+    "resize_video",
+    "resolve_csv_records",
+    "scan_class_folders",
+    "spatial_crops",
+    "train_clip_indices",
+    "train_transform",
+    "write_class_index",
+    "write_video",
+]
+from videogn.data.synthetic import SyntheticSpec, ensure_synthetic_dataset  # noqa: E402  (built-in dataset)

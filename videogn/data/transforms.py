@@ -1,0 +1,162 @@
+"""Vectorised clip transforms in torch: uint8 (T, H, W, 3) in, float (C, T, H, W) out.
+
+All frames of a clip share one geometry (scale, crop box, flip), applied to the whole clip as one
+tensor op -- no per-frame PIL. Training crops in source coordinates first and resizes only the
+crop, which is the same geometry as "scale the short side to S, then crop" at a fraction of the
+interpolation work.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["train_transform", "eval_transform", "normalize", "resize_short_side", "spatial_crops"]
+
+
+def _check_clip(clip: torch.Tensor) -> None:
+    if not isinstance(clip, torch.Tensor) or clip.dtype != torch.uint8:
+        raise TypeError(f"clip must be a uint8 tensor (T, H, W, 3), got {type(clip).__name__} "
+                        f"{getattr(clip, 'dtype', '')}")
+    if clip.ndim != 4 or clip.shape[-1] != 3:
+        raise ValueError(f"clip must have shape (T, H, W, 3), got {tuple(clip.shape)}")
+
+
+def _resize_thwc(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(T, H, W, 3) -> (T, h, w, 3) bilinear, antialiased when shrinking, same dtype.
+
+    uint8 clips stay uint8: torch's CPU kernel for uint8 channels-last images (which a THWC clip
+    viewed as (T, 3, H, W) is) is several times faster than converting to float first."""
+    if tuple(clip.shape[1:3]) == tuple(size):
+        return clip
+    x = clip.permute(0, 3, 1, 2)  # (T, 3, H, W), channels-last strides, no copy
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    try:
+        y = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    except RuntimeError:  # a build/device without the uint8 kernel
+        y = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=shrink)
+        y = y.round_().clamp_(0, 255).to(clip.dtype) if clip.dtype == torch.uint8 else y
+    return y.permute(0, 2, 3, 1)  # (T, h, w, 3)
+
+
+def normalize(
+    clip: torch.Tensor, mean: Sequence[float], std: Sequence[float], *, channels_last: bool = False
+) -> torch.Tensor:
+    """(T, H, W, 3) uint8 (or float in [0, 255]) -> float (3, T, H, W) ``(x / 255 - mean) / std``.
+
+    With ``channels_last`` the result keeps channels as the innermost dimension in memory (a batch
+    stacked from such clips by :func:`~videogn.data.collate_clips` is ``torch.channels_last_3d``)."""
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"mean and std need 3 values, got mean={tuple(mean)}, std={tuple(std)}")
+    if min(std) <= 0:
+        raise ValueError(f"std must be > 0, got {tuple(std)}")
+    scale = torch.tensor([1.0 / (255.0 * v) for v in std])
+    shift = torch.tensor([m / v for m, v in zip(mean, std)])
+    if channels_last:
+        out = clip.to(torch.float32, copy=True)  # (T, H, W, 3)
+        return out.mul_(scale).sub_(shift).permute(3, 0, 1, 2)  # (3, T, H, W) view, C innermost
+    t, h, w, _ = clip.shape
+    out = torch.empty((3, t, h, w), dtype=torch.float32)
+    out.copy_(clip.permute(3, 0, 1, 2))  # convert + transpose in one pass
+    return out.mul_(scale.view(3, 1, 1, 1)).sub_(shift.view(3, 1, 1, 1))  # (3, T, H, W)
+
+
+def train_transform(
+    clip: torch.Tensor,
+    *,
+    scale: tuple[int, int] = (256, 320),
+    crop_size: int = 224,
+    flip: bool = True,
+    mean: Sequence[float] = (0.45, 0.45, 0.45),
+    std: Sequence[float] = (0.225, 0.225, 0.225),
+    channels_last: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Short-side scale jitter S ~ U{scale[0]..scale[1]}, random ``crop_size`` square crop,
+    horizontal flip with p=0.5, normalisation.
+
+    Args:
+        clip: uint8 (T, H, W, 3).
+        generator: torch generator (default: global RNG, seeded per DataLoader worker).
+
+    Returns:
+        float (3, T, crop_size, crop_size).
+    """
+    _check_clip(clip)
+    lo, hi = scale
+    if not (isinstance(lo, int) and isinstance(hi, int) and 0 < lo <= hi):
+        raise ValueError(f"scale must be two ints 0 < lo <= hi, got {scale!r}")
+    if not isinstance(crop_size, int) or crop_size < 1:
+        raise ValueError(f"crop_size must be an int >= 1, got {crop_size!r}")
+    t, h, w, _ = clip.shape
+    s = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+    # The crop, measured in source pixels: crop_size at short side s is crop_size * min(h, w) / s
+    # (capped to the frame when s < crop_size would need more than the frame).
+    side = crop_size * min(h, w) / s
+    ch, cw = min(h, max(1, round(side))), min(w, max(1, round(side)))
+    y0 = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+    x0 = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+    crop = clip[:, y0 : y0 + ch, x0 : x0 + cw]  # (T, ch, cw, 3) view, no copy
+    x = _resize_thwc(crop, (crop_size, crop_size))  # (T, crop, crop, 3)
+    if flip and bool(torch.rand((1,), generator=generator) < 0.5):
+        x = x.flip(2)  # after the resize: flips the smaller tensor
+    return normalize(x, mean, std, channels_last=channels_last)
+
+
+def resize_short_side(clip: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> uint8 (T, H', W', 3) with min(H', W') = size, aspect kept."""
+    _check_clip(clip)
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be an int >= 1, got {size!r}")
+    _, h, w, _ = clip.shape
+    if h <= w:
+        new = (size, max(1, round(w * size / h)))
+    else:
+        new = (max(1, round(h * size / w)), size)
+    return _resize_thwc(clip, new)
+
+
+def spatial_crops(x: torch.Tensor, crop_size: int, num_crops: int) -> list[torch.Tensor]:
+    """Square crops (views) of a (T, H, W, C) clip: 1 = centre; 3 = start, centre and end along the
+    longer side (left/centre/right for landscape, top/centre/bottom for portrait)."""
+    if num_crops not in (1, 3):
+        raise ValueError(f"num_crops must be 1 or 3, got {num_crops!r}")
+    h, w = x.shape[1:3]
+    if crop_size > min(h, w):
+        raise ValueError(f"crop_size={crop_size} is larger than the resized frame {w}x{h}; lower crop_size "
+                         f"or raise test_scale")
+    cy, cx = (h - crop_size) // 2, (w - crop_size) // 2
+    if num_crops == 1:
+        boxes = [(cy, cx)]
+    elif w >= h:
+        boxes = [(cy, 0), (cy, cx), (cy, w - crop_size)]
+    else:
+        boxes = [(0, cx), (cy, cx), (h - crop_size, cx)]
+    return [x[:, y : y + crop_size, xx : xx + crop_size] for y, xx in boxes]
+
+
+def eval_transform(
+    clip: torch.Tensor,
+    *,
+    scale: int = 256,
+    crop_size: int = 224,
+    num_crops: int = 1,
+    mean: Sequence[float] = (0.45, 0.45, 0.45),
+    std: Sequence[float] = (0.225, 0.225, 0.225),
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Test-time views: short side to ``scale``, then 1 (centre) or 3 square crops of ``crop_size``,
+    normalised. (Named ``eval_*`` so that pytest never collects it as a test.)
+
+    The paper protocol's fully convolutional test is ``scale=256, crop_size=256, num_crops=3``.
+
+    Returns:
+        float (num_crops, 3, T, crop_size, crop_size).
+    """
+    x = resize_short_side(clip, scale)  # (T, H', W', 3)
+    crops = spatial_crops(x, crop_size, num_crops)  # each (T, crop, crop, 3)
+    if channels_last:  # (num_crops, 3, T, crop, crop) with C innermost in memory
+        return normalize(torch.cat(crops), mean, std, channels_last=True).unflatten(1, (num_crops, -1)).transpose(0, 1)
+    return torch.stack([normalize(c, mean, std) for c in crops])  # (num_crops, 3, T, crop, crop)
