@@ -4,27 +4,46 @@
 Frame ``i`` is always the ``i``-th frame of a full, in-order PyAV decode (presentation order), on
 every backend; only the frames the indices need are decoded.
 
-Decisions (verified by ``tests/data/test_decode.py`` against full PyAV decodes):
+Decisions (verified by ``tests/data/test_video_decode.py`` and ``test_video_decode_fastpath.py`` against
+full PyAV decodes):
 
 * PyAV backend: the packets are demuxed once at open (no decoding) to index the frames by
   presentation timestamp and to find keyframes. ``get_frames`` seeks to the keyframe at or before
   each target (or keeps decoding forward when that is cheaper) and matches decoded frames to
   indices by their pts, so B-frame reordering and open GOPs cannot shift frames.
-* decord backend: decord2 (3.4) still returns wrong frames from ``get_batch``/``seek`` on streams
-  with frame reordering -- B-pyramids (x264's default), HEVC, MPEG-4 B-frames in MKV, and any
-  B-frame stream in AVI: its keyframe table holds decode-order positions, so after a seek it counts
-  from the wrong frame (measured: frame 10 came back as 15, 12 as 17; about 3 of 4 random batches
-  wrong on such files; exact on streams without reordering). Decoding from the start in order
-  (``seek(0)`` then ``next()``; ``skip_frames`` is wrong too) is exact on every file tested, so this backend always
-  does that. It costs decoding up to the last needed frame, which for 10 s Kinetics clips with
-  x264's default 250-frame GOPs is about what a keyframe seek costs anyway.
+* Frame reordering: a stream stores its frames out of display order when it has B-frames (x264's
+  default, HEVC, MPEG-4 with B-frames). It is detected when a reader opens, from a demux of every
+  packet (no decoding, about 3 ms for a 10 s 256p clip): the stream is *in order* when every packet
+  has a pts, the pts rise strictly in decode (packet) order, no packet is discarded (edit lists) and
+  the codec reports no B-frame delay (``has_b_frames``). All packets are checked because encoders
+  may place B-frames only in some scenes. The result is cached on the reader
+  (:attr:`VideoReader.reordered`).
+* decord backend: decord2 (3.4) returns wrong frames from ``get_batch``/``seek``/``seek_accurate``
+  on streams with frame reordering -- its keyframe table holds decode-order positions, so after a
+  seek it counts from the wrong frame (measured: frame 10 came back as 15, 12 as 17; about 3 of 4
+  random batches wrong on such files). On those streams this backend decodes from the start in
+  order (``seek(0)`` then ``next()``; ``skip_frames`` is wrong too), which is exact on every file
+  tested. On in-order streams (H.264 without B-frames, intra-only codecs, MPEG-4 without B-frames,
+  VP9) decode order equals display order, decord's seeks are exact, and the backend uses
+  ``get_batch`` on the sorted unique indices (the fast path), provided decord counts as many frames
+  as the demux.
 * Unreadable input of any kind raises :class:`VideoDecodeError` (path + cause): missing, empty,
   not a video, no video stream, zero frames, truncated or corrupt data.
+* PyAV converts only the needed frames to RGB, on the reader's thread budget (``num_threads``):
+  swscale otherwise starts a thread per core for every frame, and on a loaded machine each reader
+  then waits on helper threads competing with the other workers (measured: 64 ms wall for 35 ms of
+  CPU per clip).
 * ``backend="auto"`` uses PyAV and falls back to decord for a file PyAV cannot open or decode; the
-  error names both causes when both fail. PyAV comes first because, with decord restricted to
-  in-order decoding, PyAV (keyframe seeks, RGB conversion of the needed frames only) was as fast or
-  faster in ``scripts/bench_loader.py`` and its workers used about half the memory
-  (docs/benchmarks/loader.md).
+  error names both causes when both fail. Rule, from measurement (``scripts/bench_loader.py``,
+  docs/benchmarks/loader.md; 32 frames at stride 2 from 300-frame 340x256 H.264): pick decord for a
+  file only where its fast path applies *and* it loads clips faster than PyAV. It does not: on
+  in-order video with 32-frame GOPs (what ``datasets/kinetics/resize.py`` writes) the PyAV reader
+  took 29 ms per clip (29 ms CPU) against 36 ms (41 ms CPU: decord runs a second thread) for
+  decord's fast path, and the full KineticsDataset loader did 15.2 against 11.7 clips/s with one
+  worker and about 15.5 against 14.4 with two, with half the worker memory (0.5 against 0.95 GiB).
+  On streams with reordering decord must decode from frame 0 and is slower still (78 against 43 ms).
+  So ``auto`` is PyAV for every file; ``backend="decord"`` remains for users who want it, exact
+  everywhere and fast on in-order files.
 """
 
 from __future__ import annotations
@@ -38,7 +57,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-__all__ = ["VideoDecodeError", "VideoReader", "available_backends", "check_video"]
+__all__ = ["VideoDecodeError", "VideoReader", "available_backends", "check_video", "probe_frame_order"]
 
 # Containers that store per-frame presentation timestamps: PyAV's seek + pts matching is exact there.
 _SEEK_SAFE_FORMATS = ("mov", "mp4", "matroska", "webm")
@@ -103,6 +122,52 @@ def _as_index_array(indices: Any, length: int, path: Path, backend: str) -> np.n
     return idx
 
 
+class _OrderCheck:
+    """Accumulates demuxed packets (in decode order) and tells whether decode order equals display
+    order, i.e. whether the stream is free of frame reordering (see the module docstring)."""
+
+    def __init__(self, has_b_frames: bool) -> None:
+        self.in_order = not has_b_frames
+        self.num_frames = 0  # packets that give a frame in a full decode
+        self._last_pts: int | None = None
+
+    def feed(self, packet: Any) -> None:
+        if packet.is_discard or packet.pts is None:
+            self.in_order = False  # no trustworthy display position for this packet
+            return
+        self.num_frames += 1
+        if self._last_pts is not None and packet.pts <= self._last_pts:
+            self.in_order = False
+        self._last_pts = packet.pts
+
+
+def probe_frame_order(path: str | os.PathLike) -> tuple[bool, int]:
+    """Demux every video packet of ``path`` with PyAV (no decoding) and check frame reordering.
+
+    Returns:
+        ``(in_order, num_frames)``: ``in_order`` is True when decode order equals display order
+        (no B-frames or other reordering); ``num_frames`` counts the packets that carry a frame.
+
+    Raises:
+        VideoDecodeError: PyAV cannot open or demux the file, or it has no video stream.
+    """
+    import av
+
+    path = Path(path)
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise VideoDecodeError(path, "no video stream", "pyav")
+            stream = container.streams.video[0]
+            order = _OrderCheck(bool(stream.codec_context.has_b_frames))
+            for packet in container.demux(stream):
+                if packet.size:
+                    order.feed(packet)
+    except (av.FFmpegError, EOFError, UnicodeDecodeError, ValueError) as e:
+        raise VideoDecodeError(path, f"cannot demux ({e})", "pyav") from e
+    return order.in_order and order.num_frames > 0, order.num_frames
+
+
 class _PyAVBackend:
     name = "pyav"
 
@@ -128,6 +193,9 @@ class _PyAVBackend:
             raise VideoDecodeError(path, f"no video stream (streams: {', '.join(kinds)})", self.name)
         self.stream = self.container.streams.video[0]
         self.stream.codec_context.thread_count = num_threads
+        # swscale's RGB conversion picks its own thread count (all cores) unless told: keep it to
+        # the reader's budget, or each reader waits on helper threads that compete with other workers
+        self.convert_threads = num_threads
         if num_threads > 1:
             self.stream.thread_type = "AUTO"
         fmt = self.container.format.name or ""
@@ -139,11 +207,13 @@ class _PyAVBackend:
         pts_list: list[int] = []
         key_pts: list[int] = []
         n_packets = 0
+        order = _OrderCheck(bool(self.stream.codec_context.has_b_frames))
         try:
             for packet in self.container.demux(self.stream):
                 if packet.size == 0:
                     continue  # flush packet
                 n_packets += 1
+                order.feed(packet)
                 if packet.pts is None or packet.is_discard:
                     continue
                 pts_list.append(packet.pts)
@@ -157,6 +227,7 @@ class _PyAVBackend:
             raise VideoDecodeError(
                 path, f"truncated: the header declares {declared} frames, only {n_packets} are present", self.name
             )
+        self.reordered = not order.in_order
         if self.seek_safe and len(pts_list) and len(set(pts_list)) == len(pts_list) and key_pts:
             self.pts = sorted(pts_list)
             self.key_pts = sorted(key_pts)
@@ -219,7 +290,7 @@ class _PyAVBackend:
         return out
 
     def _store(self, frame: Any, positions: list[int], out: np.ndarray) -> None:
-        arr = frame.to_ndarray(format="rgb24")
+        arr = frame.to_ndarray(format="rgb24", threads=self.convert_threads)
         if arr.shape != out.shape[1:]:
             raise VideoDecodeError(
                 self.path, f"frame size changed mid-stream ({arr.shape[1]}x{arr.shape[0]})", self.name
@@ -275,7 +346,8 @@ class _PyAVBackend:
 class _DecordBackend:
     name = "decord"
 
-    def __init__(self, path: Path, num_threads: int) -> None:
+    def __init__(self, path: Path, num_threads: int, in_order: tuple[bool, int] | None = None) -> None:
+        """``in_order``: a :func:`probe_frame_order` result when the caller has one already."""
         import decord
 
         self.path = path
@@ -288,16 +360,31 @@ class _DecordBackend:
             raise VideoDecodeError(path, f"cannot open ({_short(e)})", self.name) from e
         if self.num_frames <= 0:
             raise VideoDecodeError(path, "video stream has zero frames", self.name)
+        if in_order is None:
+            try:
+                in_order = probe_frame_order(path)
+            except VideoDecodeError:
+                in_order = (False, 0)  # PyAV cannot demux it: no proof of order, decode sequentially
+        # decord's frame count must agree with the demux, or its frame i may not be PyAV's frame i
+        self.reordered = not in_order[0]
+        self.random_access = in_order[0] and in_order[1] == self.num_frames
 
     def get(self, idx: np.ndarray) -> np.ndarray:
         if len(idx) == 0:
             return np.empty((0, 0, 0, 3), dtype=np.uint8)
         try:
-            return self._get_sequential(idx)
+            return self._get_random_access(idx) if self.random_access else self._get_sequential(idx)
         except VideoDecodeError:
             raise
         except Exception as e:
             raise VideoDecodeError(self.path, f"decoding failed ({_short(e)})", self.name) from e
+
+    def _get_random_access(self, idx: np.ndarray) -> np.ndarray:
+        # In-order stream: decord's keyframe seeks land on the right frame. Ask for each frame once,
+        # ascending, so decord decodes forward instead of seeking back for repeats or reversed indices.
+        uniq = np.unique(idx)
+        frames = self.vr.get_batch(uniq.tolist()).asnumpy()  # (len(uniq), H, W, 3)
+        return frames[np.searchsorted(uniq, idx)]
 
     def _get_sequential(self, idx: np.ndarray) -> np.ndarray:
         # In-order decode from frame 0 with next(): exact, unlike decord's seeks and its
@@ -355,7 +442,7 @@ class VideoReader:
         self.num_threads = num_threads
         if backend == "decord" and not _have_decord():
             raise ValueError("backend='decord' requested but decord (pip install decord2) does not import")
-        if backend == "auto":  # PyAV first (see the module docstring), decord as the fallback
+        if backend == "auto":  # PyAV first (measured faster, see the module docstring), decord as the fallback
             self._order = ["pyav", "decord"] if _have_decord() else ["pyav"]
         else:
             self._order = [backend]
@@ -385,6 +472,13 @@ class VideoReader:
     def backend(self) -> str:
         """Name of the backend in use (``"decord"`` or ``"pyav"``)."""
         return self._impl.name
+
+    @property
+    def reordered(self) -> bool:
+        """True when the stream stores frames out of display order (B-frames) or PyAV could not
+        demux it to prove otherwise; detected at open. The decord backend then decodes
+        sequentially from frame 0 instead of seeking."""
+        return self._impl.reordered
 
     @property
     def fps(self) -> float:

@@ -184,6 +184,8 @@ def resize_video(
     codec: str = "libx264",
     crf: int = 23,
     upscale: bool = True,
+    bframes: int = 0,
+    gop: int | None = 32,
 ) -> Path:
     """Re-encode ``src`` with its short side scaled to ``short_side`` (even sizes, aspect kept),
     dropping audio and every other stream. Written to a temporary name and renamed on success, so
@@ -192,6 +194,10 @@ def resize_video(
     Args:
         upscale: also enlarge videos whose short side is below ``short_side`` (Kinetics
             convention); if False they are re-encoded at their size.
+        bframes: B-frames between references. 0 (default) stores frames in display order, which
+            lets ``VideoReader(backend="decord")`` seek instead of decoding from frame 0.
+        gop: keyframe interval in frames (default 32: a seek decodes at most 31 extra frames);
+            None keeps the encoder's (x264: 250).
 
     Raises:
         VideoDecodeError: ``src`` cannot be read.
@@ -203,6 +209,10 @@ def resize_video(
         raise ValueError(f"short_side must be an int >= 2, got {short_side!r}")
     if codec not in SUPPORTED_CODECS:
         raise ValueError(f"codec must be one of {SUPPORTED_CODECS}, got {codec!r}")
+    if not isinstance(bframes, int) or not 0 <= bframes <= 16:
+        raise ValueError(f"bframes must be an int in [0, 16], got {bframes!r}")
+    if gop is not None and (not isinstance(gop, int) or gop < 1):
+        raise ValueError(f"gop must be a positive int or None, got {gop!r}")
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
     try:
@@ -222,9 +232,20 @@ def resize_video(
             nw, nh = max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
             n = 0
             with av.open(str(tmp), mode="w") as out:
-                ost = out.add_stream(codec, rate=rate, options={"crf": str(crf)} if codec == "libx264" else {})
+                options: dict[str, str] = {}
+                if codec == "libx264":
+                    # b-adapt=0: exactly `bframes` B-frames, so bframes=0 guarantees display order
+                    x264 = [f"bframes={bframes}", "b-adapt=0"]
+                    if gop is not None:
+                        x264.append(f"keyint={gop}")
+                    options = {"crf": str(crf), "x264-params": ":".join(x264)}
+                ost = out.add_stream(codec, rate=rate, options=options)
                 ost.width, ost.height, ost.pix_fmt = nw, nh, "yuv420p"
                 ost.codec_context.thread_count = 1
+                if codec == "mpeg4":
+                    ost.codec_context.max_b_frames = bframes
+                if gop is not None:
+                    ost.codec_context.gop_size = gop
                 for frame in inp.decode(ist):
                     small = frame.reformat(width=nw, height=nh, format="yuv420p",
                                            interpolation="AREA" if scale < 1 else "BICUBIC")
