@@ -1,0 +1,412 @@
+"""Structured (dataclass) configs of ``videogn-train`` / ``videogn-eval`` and their validation.
+
+The dataclasses are registered in Hydra's ConfigStore as ``train_schema`` and ``eval_schema``;
+``configs/train.yaml`` and ``configs/eval.yaml`` list them first in their defaults, so every group
+file (``model/``, ``norm/``, ``data/``, ...) is merged onto a typed node: a wrong type or an unknown
+key fails at composition, naming the key. Ranges and choices are checked by each dataclass's
+``__post_init__``, which runs in :func:`validate` (``OmegaConf.to_object``); the error names the
+field and the value.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = [
+    "BudgetConfig",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "NormConfig",
+    "OptimConfig",
+    "SchedConfig",
+    "SyntheticConfig",
+    "TrainConfig",
+    "TrainerConfig",
+    "register_configs",
+    "validate",
+]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+DIST_BACKENDS = ("auto", "gloo", "nccl")
+SCHEDULES = ("cosine", "step", "constant")
+OPTIMIZERS = ("sgd",)
+DATASETS = ("synthetic", "kinetics")
+
+
+class ConfigError(ValueError):
+    """A config value is missing, of the wrong type or out of range; the message names the field."""
+
+
+def _fail(name: str, rule: str, value: Any) -> None:
+    raise ConfigError(f"{name} must be {rule}, got {value!r}")
+
+
+def _int_at_least(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        _fail(name, f"an integer >= {low}", value)
+
+
+def _real_in(name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        lb, rb = ("(" if low_open else "["), (")" if high_open else "]")
+        _fail(name, f"a number in {lb}{low}, {high}{rb}", value)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail(name, f"one of {list(choices)}", value)
+
+
+@dataclass
+class ModelConfig:
+    """``model/``: a registered architecture (see ``videogn.models.list_models()``)."""
+
+    name: str = "i3d_tiny"
+    num_classes: Optional[int] = None  # None: the dataset's number of classes
+    dropout: float = 0.5
+    zero_init_last: bool = True
+    act_layer: str = "relu"
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # extra architecture arguments
+
+    def __post_init__(self) -> None:
+        if self.num_classes is not None:
+            _int_at_least("model.num_classes", self.num_classes, 2)
+        _real_in("model.dropout", self.dropout, 0.0, 1.0, high_open=True)
+
+
+@dataclass
+class NormConfig:
+    """``norm/``: the normalization layer spec passed to ``create_model(norm=...)``."""
+
+    name: str = "gn"  # gn | bn | syncbn | frozen_bn | ln | in | none
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # e.g. num_groups=32 or group_size=16
+
+
+@dataclass
+class SyntheticConfig:
+    """``data.synthetic``: size and difficulty of the built-in dataset (see ``SyntheticSpec``)."""
+
+    num_classes: int = 6
+    train_per_class: int = 100
+    val_per_class: int = 25
+    frames: int = 20
+    size: int = 32
+    fps: int = 25
+    min_speed: float = 1.0
+    max_speed: float = 2.5
+    num_distractors: int = 0
+    noise: float = 0.02
+    seed: int = 0
+    cache_dir: Optional[str] = None  # None: $VIDEOGN_CACHE or ~/.cache/videogn
+
+    def __post_init__(self) -> None:
+        from videogn.data.synthetic import SyntheticSpec
+
+        values = {k: v for k, v in vars(self).items() if k != "cache_dir"}
+        try:
+            SyntheticSpec(**values)
+        except ValueError as e:
+            raise ConfigError(str(e).replace("synthetic dataset: ", "data.synthetic.")) from None
+
+
+@dataclass
+class DataConfig:
+    """``data/``: where the videos are and how clips are sampled and augmented.
+
+    For ``name=kinetics``, each split's videos are found under ``root/<split>_dir`` with file names
+    from the split's annotation CSV. For ``name=synthetic``, ``root`` and the annotations are set
+    by the generator.
+    """
+
+    name: str = "synthetic"
+    root: Optional[str] = None
+    train_dir: str = "train"
+    val_dir: str = "val"
+    train_annotation: Optional[str] = None
+    val_annotation: Optional[str] = None
+    train_split: Optional[str] = None  # value of the CSV's split column to keep (None: all rows)
+    val_split: Optional[str] = None
+    filename_pattern: str = "{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
+    target_fps: Optional[float] = None
+    train_scale: List[int] = field(default_factory=lambda: [256, 320])
+    crop_size: int = 224
+    test_scale: int = 256
+    test_crop_size: Optional[int] = None  # None: test_scale (fully convolutional, the paper's protocol)
+    num_clips: int = 10
+    num_crops: int = 3
+    flip: bool = True
+    mean: List[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
+    std: List[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
+    num_workers: int = 8
+    backend: str = "auto"
+    max_retries: int = 10
+    synthetic: Optional[SyntheticConfig] = field(default_factory=SyntheticConfig)  # null for kinetics
+
+    def __post_init__(self) -> None:
+        _choice("data.name", self.name, DATASETS)
+        if self.name == "kinetics":
+            for key in ("root", "train_annotation", "val_annotation"):
+                if not getattr(self, key):
+                    _fail(f"data.{key}", f"given for the kinetics dataset (data.{key}=/path/...)", getattr(self, key))
+        if self.name == "synthetic" and self.synthetic is None:
+            _fail("data.synthetic", "set when data.name is 'synthetic'", self.synthetic)
+        if len(self.train_scale) != 2 or not 1 <= self.train_scale[0] <= self.train_scale[1]:
+            _fail("data.train_scale", "[min, max] short-side sizes with 1 <= min <= max", list(self.train_scale))
+        _int_at_least("data.crop_size", self.crop_size, 1)
+        _int_at_least("data.test_scale", self.test_scale, 1)
+        if self.test_crop_size is not None:
+            _int_at_least("data.test_crop_size", self.test_crop_size, 1)
+            if self.test_crop_size > self.test_scale:
+                _fail("data.test_crop_size", f"<= data.test_scale ({self.test_scale})", self.test_crop_size)
+        _int_at_least("data.num_clips", self.num_clips, 1)
+        if self.num_crops not in (1, 3):
+            _fail("data.num_crops", "1 or 3", self.num_crops)
+        if self.target_fps is not None:
+            _real_in("data.target_fps", self.target_fps, 0.0, 1e4, low_open=True)
+        for key in ("mean", "std"):
+            if len(getattr(self, key)) != 3:
+                _fail(f"data.{key}", "3 numbers (RGB)", list(getattr(self, key)))
+        if any(s <= 0 for s in self.std):
+            _fail("data.std", "positive", list(self.std))
+        _int_at_least("data.num_workers", self.num_workers, 0)
+        _int_at_least("data.max_retries", self.max_retries, 0)
+
+
+@dataclass
+class BudgetConfig:
+    """``budget/``: clip length x clips per batch (per process), the memory trade of the GN paper."""
+
+    name: str = "fixed"
+    num_frames: int = 8
+    stride: int = 2  # temporal sampling stride (frames of the source video between clip frames)
+    batch_size: int = 8  # clips per batch per process (before gradient accumulation)
+    sampler: str = "fixed"  # a registered batch sampler (videogn.engine.samplers)
+
+    def __post_init__(self) -> None:
+        _int_at_least("budget.num_frames", self.num_frames, 1)
+        _int_at_least("budget.stride", self.stride, 1)
+        _int_at_least("budget.batch_size", self.batch_size, 1)
+
+
+@dataclass
+class OptimConfig:
+    """``optim/``: SGD; ``lr`` is the rate at ``reference_batch_size`` clips (scaled linearly)."""
+
+    name: str = "sgd"
+    lr: float = 0.01
+    reference_batch_size: Optional[int] = 64  # None: use lr as is, whatever the batch
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    norm_weight_decay: Optional[float] = 0.0  # norm weights and all biases; None: = weight_decay
+    grad_clip_norm: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        _choice("optim.name", self.name, OPTIMIZERS)
+        _real_in("optim.lr", self.lr, 0.0, 1e3, low_open=True)
+        if self.reference_batch_size is not None:
+            _int_at_least("optim.reference_batch_size", self.reference_batch_size, 1)
+        _real_in("optim.momentum", self.momentum, 0.0, 1.0, high_open=True)
+        if self.nesterov and self.momentum == 0:
+            _fail("optim.momentum", "> 0 when optim.nesterov is true", self.momentum)
+        _real_in("optim.weight_decay", self.weight_decay, 0.0, 1.0)
+        if self.norm_weight_decay is not None:
+            _real_in("optim.norm_weight_decay", self.norm_weight_decay, 0.0, 1.0)
+        if self.grad_clip_norm is not None:
+            _real_in("optim.grad_clip_norm", self.grad_clip_norm, 0.0, 1e9, low_open=True)
+
+
+@dataclass
+class SchedConfig:
+    """``sched/``: learning-rate schedule over the run's optimizer steps, with linear warmup."""
+
+    name: str = "cosine"
+    warmup_fraction: float = 0.0  # of all steps
+    warmup_start_factor: float = 0.1
+    milestones: List[float] = field(default_factory=lambda: [0.375, 0.75])  # step: fractions of all steps
+    gamma: float = 0.1
+    min_lr_factor: float = 0.0  # cosine: final lr / peak lr
+
+    def __post_init__(self) -> None:
+        _choice("sched.name", self.name, SCHEDULES)
+        _real_in("sched.warmup_fraction", self.warmup_fraction, 0.0, 1.0, high_open=True)
+        _real_in("sched.warmup_start_factor", self.warmup_start_factor, 0.0, 1.0)
+        if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+            _fail("sched.milestones", "increasing fractions in (0, 1)", list(self.milestones))
+        _real_in("sched.gamma", self.gamma, 0.0, 1.0, low_open=True)
+        _real_in("sched.min_lr_factor", self.min_lr_factor, 0.0, 1.0)
+
+
+@dataclass
+class TrainerConfig:
+    """``trainer/``: length, precision, devices, logging and checkpointing of a run."""
+
+    epochs: Optional[int] = 10
+    max_steps: Optional[int] = None  # optimizer steps; overrides epochs when set
+    accumulate: int = 1  # micro-batches per optimizer step
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16: CUDA only, with GradScaler)
+    device: str = "auto"
+    dist_backend: str = "auto"  # auto: nccl on CUDA, gloo on CPU
+    seed: int = 0
+    num_threads: Optional[int] = None  # torch intra-op threads per process (None: torch default)
+    checkpoint_every: int = 1000  # optimizer steps; a checkpoint is also written at the end
+    keep_checkpoints: int = 3
+    resume: str = "auto"  # auto (newest intact checkpoint in the run dir) | never | <path>
+    max_nonfinite_steps: int = 5  # abort after this many consecutive skipped (non-finite) steps
+    log_every: int = 10
+    progress_bar: Optional[bool] = None  # None: only when stderr is a terminal
+    tensorboard: bool = True
+    eval_after_train: bool = True
+    eval_batch_size: int = 4  # videos (each with num_clips x num_crops views) per eval batch
+
+    def __post_init__(self) -> None:
+        if self.epochs is None and self.max_steps is None:
+            _fail("trainer.epochs", "set (or trainer.max_steps)", self.epochs)
+        if self.epochs is not None:
+            _int_at_least("trainer.epochs", self.epochs, 1)
+        if self.max_steps is not None:
+            _int_at_least("trainer.max_steps", self.max_steps, 1)
+        _int_at_least("trainer.accumulate", self.accumulate, 1)
+        _choice("trainer.precision", self.precision, PRECISIONS)
+        _choice("trainer.device", self.device, DEVICES)
+        _choice("trainer.dist_backend", self.dist_backend, DIST_BACKENDS)
+        _int_at_least("trainer.seed", self.seed, 0)
+        if self.num_threads is not None:
+            _int_at_least("trainer.num_threads", self.num_threads, 1)
+        _int_at_least("trainer.checkpoint_every", self.checkpoint_every, 1)
+        _int_at_least("trainer.keep_checkpoints", self.keep_checkpoints, 1)
+        if not self.resume:
+            _fail("trainer.resume", "'auto', 'never' or a checkpoint path", self.resume)
+        _int_at_least("trainer.max_nonfinite_steps", self.max_nonfinite_steps, 1)
+        _int_at_least("trainer.log_every", self.log_every, 1)
+        _int_at_least("trainer.eval_batch_size", self.eval_batch_size, 1)
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``videogn-train`` needs (``configs/train.yaml``)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    name: str = "run"  # a label for logs and reports
+
+
+@dataclass
+class EvalConfig:
+    """Everything ``videogn-eval`` needs (``configs/eval.yaml``); unset values come from the
+    checkpoint's training config."""
+
+    checkpoint: str = MISSING
+    data: Optional[DataConfig] = None  # None: the data config the checkpoint was trained with
+    split: str = "val"
+    num_clips: Optional[int] = None
+    num_crops: Optional[int] = None
+    batch_size: int = 4
+    num_workers: Optional[int] = None
+    precision: str = "fp32"
+    device: str = "auto"
+    dist_backend: str = "auto"
+    progress_bar: Optional[bool] = None
+    output_dir: Optional[str] = None  # None: the Hydra run directory
+
+    def __post_init__(self) -> None:
+        if not self.checkpoint:
+            _fail("checkpoint", "a checkpoint path", self.checkpoint)
+        _choice("split", self.split, ("train", "val"))
+        if self.num_clips is not None:
+            _int_at_least("num_clips", self.num_clips, 1)
+        if self.num_crops is not None and self.num_crops not in (1, 3):
+            _fail("num_crops", "1 or 3", self.num_crops)
+        _int_at_least("batch_size", self.batch_size, 1)
+        if self.num_workers is not None:
+            _int_at_least("num_workers", self.num_workers, 0)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("device", self.device, DEVICES)
+        _choice("dist_backend", self.dist_backend, DIST_BACKENDS)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _rank0_dir(path: str) -> str:
+    # Ranks > 0 of a torchrun job must not create run folders of their own (their clocks give
+    # other ${now:} stamps); they get a scratch dir and use rank 0's run dir, broadcast later.
+    if _rank() == 0:
+        return path
+    return os.path.join(tempfile.gettempdir(), f"videogn-rank{_rank()}-{os.getpid()}")
+
+
+def _rank0_only(value: Any) -> Any:
+    return value if _rank() == 0 else None
+
+
+def register_configs() -> None:
+    """Register the schemas in Hydra's ConfigStore and the config resolvers (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
+    OmegaConf.register_new_resolver("videogn_rank0_dir", _rank0_dir, replace=True)
+    OmegaConf.register_new_resolver("videogn_rank0_only", _rank0_only, replace=True)
+
+
+def _check_names(cfg: TrainConfig | EvalConfig) -> None:
+    """Choices that live in registries of other modules: model and norm names."""
+    if isinstance(cfg, TrainConfig):
+        from videogn.layers import NORM_NAMES
+        from videogn.models import list_models
+
+        if cfg.model.name not in list_models():
+            _fail("model.name", f"one of {sorted(list_models())}", cfg.model.name)
+        if cfg.norm.name not in NORM_NAMES:
+            _fail("norm.name", f"one of {sorted(NORM_NAMES)}", cfg.norm.name)
+        from videogn.engine.samplers import batch_sampler_names
+
+        if cfg.budget.sampler not in batch_sampler_names():
+            _fail("budget.sampler", f"one of {list(batch_sampler_names())}", cfg.budget.sampler)
+
+
+def validate(cfg: DictConfig | TrainConfig | EvalConfig) -> Any:
+    """Turn a composed config into its dataclass, checking every range and choice.
+
+    Raises:
+        ConfigError: naming the offending field and value (missing ``???`` values included).
+    """
+    if isinstance(cfg, (TrainConfig, EvalConfig)):
+        obj = cfg
+    else:
+        try:
+            obj = OmegaConf.to_object(cfg)
+        except ConfigError:
+            raise
+        except OmegaConfBaseException as e:
+            key = getattr(e, "full_key", None)
+            cause = e.__cause__ if isinstance(e.__cause__, ConfigError) else None
+            if cause is not None:
+                raise cause from None
+            if "Missing mandatory value" in str(e):
+                raise ConfigError(f"{key} must be given (it is '???' in the config), e.g. {key}=...") from None
+            raise ConfigError(f"invalid config value at {key}: {e}") from None
+    if not isinstance(obj, (TrainConfig, EvalConfig)):
+        raise ConfigError(f"expected a train or eval config, got {type(obj).__name__}")
+    _check_names(obj)
+    return obj
