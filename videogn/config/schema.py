@@ -188,18 +188,70 @@ class DataConfig:
 
 @dataclass
 class BudgetConfig:
-    """``budget/``: clip length x clips per batch (per process), the memory trade of the GN paper."""
+    """``budget/``: clip length x clips per batch (per process), the memory trade of the GN paper.
+
+    ``sampler=fixed`` trains every batch at (``num_frames``, ``batch_size``, ``data.crop_size``).
+    ``sampler=shape`` draws each batch's shape from a clip-shape schedule
+    (:func:`videogn.data.budget.build_schedule`): ``schedule=fixed`` (the same shape),
+    ``constant_memory`` ((T, B) pairs at about equal ``T * S^2 * B``: from ``lengths`` with the base
+    (``num_frames``, ``batch_size``), or from explicit ``pairs``, scaled to ``voxel_budget`` when
+    given) or ``multigrid`` (Wu et al. 2020: a long cycle over (T, S, B) stages spread over
+    ``trainer.epochs``, a short cycle over S inside each epoch). Every batch holds one shape, the same
+    on every rank at every step; the learning rate follows each step's actual batch (see the
+    trainer), so ``num_frames``/``batch_size`` are also the shape the model is evaluated at.
+    """
 
     name: str = "fixed"
     num_frames: int = 8
     stride: int = 2  # temporal sampling stride (frames of the source video between clip frames)
     batch_size: int = 8  # clips per batch per process (before gradient accumulation)
-    sampler: str = "fixed"  # a registered batch sampler (videogn.engine.samplers)
+    sampler: str = "fixed"  # a registered batch sampler (videogn.engine.samplers): fixed | shape
+    schedule: str = "fixed"  # sampler=shape: fixed | constant_memory | multigrid
+    lengths: List[int] = field(default_factory=lambda: [8, 16, 32, 64])  # constant_memory clip lengths
+    pairs: Optional[List[List[int]]] = None  # constant_memory: explicit [[T, B], ...] instead of lengths
+    voxel_budget: Optional[int] = None  # T * S^2 * B per process (None: the base shape's / largest pair's)
+    order: str = "cycle"  # how the shapes of a stage alternate over batches: cycle | random
+    drop_last: bool = False  # drop, rather than pad, an epoch's last step that cannot be filled
+    long_cycle: List[List[float]] = field(
+        default_factory=lambda: [[0.25, 0.5**0.5], [0.5, 0.5**0.5], [0.5, 1.0], [1.0, 1.0]]
+    )  # multigrid: (temporal factor, spatial factor) per stage
+    short_cycle: List[float] = field(default_factory=lambda: [0.5, 0.5**0.5])  # multigrid: spatial factors
+    num_long_cycles: int = 1  # multigrid: long cycles over the run
 
     def __post_init__(self) -> None:
+        from videogn.data.budget import SCHEDULE_KINDS, SHAPE_ORDERS
+
         _int_at_least("budget.num_frames", self.num_frames, 1)
         _int_at_least("budget.stride", self.stride, 1)
         _int_at_least("budget.batch_size", self.batch_size, 1)
+        _choice("budget.schedule", self.schedule, SCHEDULE_KINDS)
+        if self.schedule != "fixed" and self.sampler != "shape":
+            _fail("budget.sampler", f"'shape' when budget.schedule is {self.schedule!r}", self.sampler)
+        if not self.lengths:
+            _fail("budget.lengths", "a non-empty list of clip lengths", list(self.lengths))
+        for t in self.lengths:
+            _int_at_least("budget.lengths item", t, 1)
+        if self.pairs is not None:
+            if not self.pairs:
+                _fail("budget.pairs", "null or a non-empty list of [num_frames, batch_size]", list(self.pairs))
+            for p in self.pairs:
+                if len(p) != 2:
+                    _fail("budget.pairs item", "[num_frames, batch_size]", list(p))
+                _int_at_least("budget.pairs num_frames", p[0], 1)
+                _int_at_least("budget.pairs batch_size", p[1], 1)
+        if self.voxel_budget is not None:
+            _int_at_least("budget.voxel_budget", self.voxel_budget, 1)
+        _choice("budget.order", self.order, SHAPE_ORDERS)
+        if not self.long_cycle:
+            _fail("budget.long_cycle", "a non-empty list of [temporal factor, spatial factor]", list(self.long_cycle))
+        for p in self.long_cycle:
+            if len(p) != 2:
+                _fail("budget.long_cycle item", "[temporal factor, spatial factor]", list(p))
+            for f in p:
+                _real_in("budget.long_cycle factor", f, 0.0, 1.0, low_open=True)
+        for f in self.short_cycle:
+            _real_in("budget.short_cycle factor", f, 0.0, 1.0, low_open=True)
+        _int_at_least("budget.num_long_cycles", self.num_long_cycles, 1)
 
 
 @dataclass

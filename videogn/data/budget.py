@@ -470,7 +470,9 @@ class ShapeBatchSampler(Sampler[BatchIndices]):
     def batch_shapes(self, epoch: Optional[int] = None) -> list[ClipShape]:
         """The shape of every step of ``epoch`` (default: the current one); same on every rank.
 
-        The trainer multiplies its learning rate by ``batch_shapes(epoch)[step].lr_scale``.
+        ``lr_scale`` is the shape's B over the reference B. videogn's trainer scales its rate by each
+        step's actual global batch over ``optim.reference_batch_size``, which equals ``lr_scale``
+        except for multigrid short-cycle batches (they get their own batch size's rate).
         """
         epoch = self.epoch if epoch is None else _check_int("epoch", epoch, 0)
         if epoch not in self._plans:

@@ -12,11 +12,17 @@ object with
 Because iteration is deterministic, resuming needs only (epoch, batches consumed):
 :class:`SkipBatches` drops the consumed prefix without loading any data. New samplers (e.g.
 variable clip lengths) register with :func:`register_batch_sampler` and are chosen by name.
+
+Registered: ``fixed`` (one shape, a :class:`FixedBatchSampler`) and ``shape``
+(:class:`videogn.data.budget.ShapeBatchSampler` over the schedule ``budget.schedule``: fixed,
+constant memory or multigrid; every batch one clip shape, the same on every rank at each step).
+A sampler may also offer ``num_batches(epoch)`` when its epochs differ in length (multigrid); the
+trainer then sizes each epoch and the learning-rate schedule from it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Protocol, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union
 
 from torch.utils.data import Dataset, DistributedSampler
 
@@ -26,6 +32,7 @@ __all__ = [
     "SkipBatches",
     "batch_sampler_names",
     "build_batch_sampler",
+    "epoch_batches",
     "register_batch_sampler",
 ]
 
@@ -110,8 +117,8 @@ _REGISTRY: dict[str, SamplerFactory] = {}
 
 
 def register_batch_sampler(name: str) -> Callable[[SamplerFactory], SamplerFactory]:
-    """Decorator: make ``factory(dataset, budget, *, rank, world_size, seed)`` selectable as
-    ``budget.sampler=<name>``."""
+    """Decorator: make ``factory(dataset, budget, *, rank, world_size, seed, epochs)`` selectable
+    as ``budget.sampler=<name>`` (``epochs``: the run's epochs, None when it is step-bounded)."""
 
     def deco(factory: SamplerFactory) -> SamplerFactory:
         if name in _REGISTRY:
@@ -126,14 +133,53 @@ def batch_sampler_names() -> Sequence[str]:
     return sorted(_REGISTRY)
 
 
-def build_batch_sampler(name: str, dataset: Dataset, budget: Any, *, rank: int, world_size: int, seed: int) -> BatchSampler:
+def build_batch_sampler(
+    name: str, dataset: Dataset, budget: Any, *, rank: int, world_size: int, seed: int, epochs: Optional[int] = None
+) -> BatchSampler:
     """The registered sampler ``name`` for ``budget`` (a BudgetConfig)."""
     if name not in _REGISTRY:
         raise ValueError(f"budget.sampler must be one of {batch_sampler_names()}, got {name!r}")
-    return _REGISTRY[name](dataset, budget, rank=rank, world_size=world_size, seed=seed)
+    return _REGISTRY[name](dataset, budget, rank=rank, world_size=world_size, seed=seed, epochs=epochs)
+
+
+def epoch_batches(sampler: BatchSampler, epoch: int) -> int:
+    """Batches of ``epoch`` on this rank: ``num_batches(epoch)`` if the sampler varies it, else ``len``."""
+    num_batches = getattr(sampler, "num_batches", None)
+    return int(num_batches(epoch)) if callable(num_batches) else len(sampler)
 
 
 @register_batch_sampler("fixed")
-def _fixed(dataset: Dataset, budget: Any, *, rank: int, world_size: int, seed: int) -> BatchSampler:
+def _fixed(dataset: Dataset, budget: Any, *, rank: int, world_size: int, seed: int, epochs: Optional[int] = None) -> BatchSampler:
     # The dataset was built with budget.num_frames, so plain indices suffice.
     return FixedBatchSampler(dataset, budget.batch_size, rank=rank, world_size=world_size, seed=seed)
+
+
+@register_batch_sampler("shape")
+def _shape(dataset: Dataset, budget: Any, *, rank: int, world_size: int, seed: int, epochs: Optional[int] = None) -> BatchSampler:
+    from videogn.data.budget import ShapeBatchSampler, build_schedule
+
+    crop = getattr(dataset, "crop_size", None)
+    if not isinstance(crop, int):
+        raise ValueError(f"budget.sampler='shape' needs a dataset with an integer crop_size, got {crop!r}")
+    if budget.schedule == "multigrid" and epochs is None:
+        raise ValueError(
+            "budget.schedule='multigrid' spreads its long cycle over trainer.epochs, which must be set "
+            "(got trainer.epochs=None with trainer.max_steps)"
+        )
+    schedule = build_schedule(
+        budget.schedule,
+        num_frames=budget.num_frames,
+        batch_size=budget.batch_size,
+        crop_size=crop,
+        epochs=epochs,
+        budget=budget.voxel_budget,
+        lengths=[int(t) for t in budget.lengths],
+        pairs=[(int(t), int(b)) for t, b in budget.pairs] if budget.pairs else None,
+        order=budget.order,
+        long_cycle=[(float(a), float(b)) for a, b in budget.long_cycle],
+        short_cycle=[float(f) for f in budget.short_cycle],
+        num_long_cycles=budget.num_long_cycles,
+    )
+    return ShapeBatchSampler(
+        dataset, schedule, num_replicas=world_size, rank=rank, seed=seed, drop_last=budget.drop_last
+    )

@@ -1,8 +1,24 @@
 """The training loop: DDP-ready, resumable to the exact step, with AMP and gradient accumulation.
 
-One optimizer step consumes ``trainer.accumulate`` micro-batches of ``budget.batch_size`` clips
-on each process. The learning rate is ``optim.lr x schedule(step) x global_batch /
-optim.reference_batch_size``, so a budget that changes the batch keeps the linear scaling rule.
+One optimizer step consumes ``trainer.accumulate`` micro-batches on each process: of
+``budget.batch_size`` clips (``budget.sampler=fixed``), or of the shapes a clip-shape schedule
+gives batch by batch (``budget.sampler=shape``: constant memory, multigrid), one shape per batch.
+
+Learning rate, one rule for every sampler: ``optim.lr x schedule(step) x global_batch /
+optim.reference_batch_size``, where ``global_batch`` is the clips this step actually trained on
+(summed over its micro-batches and processes) — the linear scaling rule, applied per step, so a
+schedule whose batch size changes from batch to batch gets a rate proportional to each batch
+(equal to the shapes' ``lr_scale`` for constant-memory and multigrid long-cycle shapes). With
+``optim.reference_batch_size=null`` the rate is ``optim.lr x schedule(step)`` whatever the batch.
+The schedule's length is the sum of the optimizer steps of every epoch, which a sampler whose
+epochs differ (multigrid) reports through ``num_batches(epoch)``.
+
+Gradient accumulation is exact for batch-independent normalization: micro-batch ``i`` of an
+accumulation window contributes its mean loss weighted by ``B_i / sum(B)`` (not ``1/k``), so the
+accumulated gradient equals the gradient of the mean loss over all the window's clips — exactly
+the large batch's gradient for GN/LN/IN/frozen-BN models (up to float rounding). It is *not*
+the large batch's gradient for BN: each micro-batch is normalized with its own statistics (and
+the running statistics are updated once per micro-batch).
 
 Exact resume: a checkpoint holds model, optimizer, schedule, scaler, the step, the sampler position
 (epoch and micro-batches consumed) and every RNG (Python, NumPy, torch CPU/CUDA, per rank). The
@@ -45,7 +61,7 @@ from videogn.engine import checkpoint as ckpt
 from videogn.engine.build import build_dataset, build_model, resolve_data
 from videogn.engine.distributed import DistInfo, all_gather_objects, broadcast_object, init_distributed
 from videogn.engine.optim import LRSchedule, build_sgd
-from videogn.engine.samplers import SkipBatches, build_batch_sampler
+from videogn.engine.samplers import SkipBatches, build_batch_sampler, epoch_batches
 
 __all__ = ["NonFiniteLossError", "TrainState", "Trainer", "autocast_context", "seed_everything"]
 
@@ -126,19 +142,19 @@ class Trainer:
                 f"model.num_classes must match the dataset's {num_classes} classes (or be null), "
                 f"got {cfg.model.num_classes!r}"
             )
-        self.batch_sampler = build_batch_sampler(
-            cfg.budget.sampler, self.train_set, cfg.budget,
-            rank=self.dist.rank, world_size=self.dist.world_size, seed=tc.seed,
-        )
-        self.micro_per_epoch = (len(self.batch_sampler) // tc.accumulate) * tc.accumulate
-        if self.micro_per_epoch == 0:
-            raise ConfigError(
-                f"trainer.accumulate must be <= the {len(self.batch_sampler)} batches per epoch "
-                f"(budget.batch_size={cfg.budget.batch_size} x {self.dist.world_size} process(es) over "
-                f"{len(self.train_set)} clips), got {tc.accumulate}"
+        try:
+            self.batch_sampler = build_batch_sampler(
+                cfg.budget.sampler, self.train_set, cfg.budget,
+                rank=self.dist.rank, world_size=self.dist.world_size, seed=tc.seed, epochs=tc.epochs,
             )
+        except ValueError as e:
+            raise ConfigError(f"budget: {e}") from None
+        self.micro_per_epoch = self.micro_batches_in(0)
         self.steps_per_epoch = self.micro_per_epoch // tc.accumulate
-        self.total_steps = tc.max_steps if tc.max_steps is not None else tc.epochs * self.steps_per_epoch  # type: ignore[operator]
+        if tc.max_steps is not None:
+            self.total_steps = tc.max_steps
+        else:  # epochs may differ in length (multigrid): count each one
+            self.total_steps = sum(self.micro_batches_in(e) // tc.accumulate for e in range(tc.epochs))  # type: ignore[arg-type]
 
         # --- model and optimization ----------------------------------------------------
         model = build_model(cfg.model, cfg.norm, num_classes).to(self.device)
@@ -162,6 +178,19 @@ class Trainer:
         self.resumed_from: Optional[Path] = None
         self._maybe_resume()
 
+    def micro_batches_in(self, epoch: int) -> int:
+        """Micro-batches of ``epoch`` trained on: its batches rounded down to whole accumulation
+        windows (the rest of the epoch is skipped)."""
+        accum = self.cfg.trainer.accumulate
+        n = epoch_batches(self.batch_sampler, epoch)
+        if n < accum:
+            raise ConfigError(
+                f"trainer.accumulate must be <= the {n} batches of epoch {epoch} "
+                f"(budget.batch_size={self.cfg.budget.batch_size}, sampler {self.cfg.budget.sampler!r}, "
+                f"x {self.dist.world_size} process(es) over {len(self.train_set)} clips), got {accum}"
+            )
+        return (n // accum) * accum
+
     # ------------------------------------------------------------------------------------
     # checkpoints
     # ------------------------------------------------------------------------------------
@@ -179,6 +208,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "step": s.step,
             "sampler": {"epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch, "seed": self.cfg.trainer.seed},
+            "sampler_setup": self._sampler_setup(),
             "nonfinite_streak": s.nonfinite_streak,
             "skipped_steps": s.skipped_steps,
             "rng": rng_all,
@@ -186,6 +216,14 @@ class Trainer:
             "class_names": list(self.class_names),
             "config": _config_yaml(self.cfg),
         }
+
+    def _sampler_setup(self) -> Optional[dict[str, Any]]:
+        """What fixes the sampler's batches besides (epoch, position) — seed, ranks, dataset size,
+        schedule — for samplers that report it (``state_dict``); None otherwise."""
+        state_dict = getattr(self.batch_sampler, "state_dict", None)
+        if not callable(state_dict):
+            return None
+        return {k: v for k, v in state_dict(consumed=0).items() if k not in ("epoch", "consumed")}
 
     def save_checkpoint(self) -> Optional[Path]:
         """Write ``checkpoints/step_<step>.pt`` (rank 0; every rank must call it) and prune old ones."""
@@ -226,6 +264,14 @@ class Trainer:
             logger.warning(
                 "the schedule of %s differs from this run's (%s vs %s); using this run's",
                 path, state["scheduler"], self.schedule.state_dict(),
+            )
+        saved_setup, setup = state.get("sampler_setup"), self._sampler_setup()
+        if saved_setup is not None and setup is not None and saved_setup != setup:
+            diff = sorted(k for k in setup if saved_setup.get(k) != setup[k])
+            raise ConfigError(
+                f"trainer.resume: {path} was written with another batch schedule (differs in {diff}); "
+                f"the resumed batches would not continue the run — start a new run directory or "
+                f"restore the budget/seed settings"
             )
         sampler = state["sampler"]
         self.state = TrainState(
@@ -345,6 +391,7 @@ class Trainer:
         try:
             while s.step < stop:
                 sampler.set_epoch(s.epoch, skip=s.batch_in_epoch)
+                micro_in_epoch = self.micro_batches_in(s.epoch)
                 micro, clips, loss_sum, bad = 0, 0, 0.0, False
                 for batch in self._loader(sampler):
                     x = batch["video"].to(self.device, non_blocking=True)  # (N, 3, T, H, W)
@@ -364,10 +411,12 @@ class Trainer:
                             stats = stats.cpu()
                         bad = bad or bool(stats[1] > 0)
                         if not bad:
-                            self.scaler.scale(loss / accum).backward()
+                            # summed over the window's clips here, divided by their count at the
+                            # step: micro-batch i weighs B_i / sum(B), exact for any batch sizes
+                            self.scaler.scale(loss * x.shape[0]).backward()
                         elif self.dist.distributed:
                             self._nonfinite_dummy_backward()
-                    loss_sum += float(stats[0]) / world
+                    loss_sum += float(stats[0]) / world * x.shape[0]
                     micro += 1
                     clips += x.shape[0]
                     s.batch_in_epoch += 1
@@ -391,6 +440,9 @@ class Trainer:
                             )
                     else:
                         s.nonfinite_streak = 0
+                        for p in self.model.parameters():
+                            if p.grad is not None:
+                                p.grad.div_(clips)
                         if self.cfg.optim.grad_clip_norm is not None:
                             self.scaler.unscale_(self.optimizer)
                             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip_norm)
@@ -398,10 +450,10 @@ class Trainer:
                         self.scaler.update()
                         self.optimizer.zero_grad(set_to_none=True)
                     s.step += 1
-                    if s.batch_in_epoch >= self.micro_per_epoch:
+                    if s.batch_in_epoch >= micro_in_epoch:
                         s.epoch, s.batch_in_epoch = s.epoch + 1, 0
                     now = time.perf_counter()
-                    last_loss = math.nan if bad else loss_sum / accum
+                    last_loss = math.nan if bad else loss_sum / clips
                     self._log_step(
                         {
                             "step": s.step, "epoch": s.epoch, "loss": last_loss, "lr": lr,
