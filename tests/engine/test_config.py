@@ -125,3 +125,15 @@ def test_bad_types_and_keys_fail_at_composition(override: str, named: str) -> No
         _compose("train", [override])
     text = str(err.value) + str(err.value.__cause__ or "")
     assert named in text
+
+
+def test_synthetic_config_mirrors_the_dataset_spec():
+    """data.synthetic repeats SyntheticSpec's fields for Hydra; they must not drift apart."""
+    import dataclasses
+
+    from videogn.config.schema import SyntheticConfig
+    from videogn.data.synthetic import SyntheticSpec
+
+    spec = {f.name: f.default for f in dataclasses.fields(SyntheticSpec)}
+    config = {f.name: f.default for f in dataclasses.fields(SyntheticConfig) if f.name != "cache_dir"}
+    assert config == spec
