@@ -81,15 +81,10 @@ def run(cfg: DictConfig, output_dir: Optional[str | Path] = None) -> dict[str, A
             num_clips=ec.num_clips, num_crops=ec.num_crops, batch_size=ec.batch_size, num_workers=ec.num_workers,
             device=info.device, precision=ec.precision, dist_info=info, progress=ec.progress_bar,
             extra={"checkpoint": str(path), "step": int(state["step"]), "name": train_cfg.name,
-                   "model": train_cfg.model.name, "norm": train_cfg.norm.name, "split": ec.split},
+                   "model": train_cfg.model.name, "norm": train_cfg.norm.name},
         )
         if info.is_main:
-            json_path, _ = write_report(report, out)
-            logger.info(
-                "%s top-1 %.2f%%  top-5 %.2f%%  mean class accuracy %.2f%%  (%d videos, %d unreadable) -> %s",
-                ec.split, 100 * report["top1"], 100 * report["top5"], 100 * report["mean_class_accuracy"],
-                report["num_videos"], report["num_unreadable"], json_path,
-            )
+            write_report(report, out)
     finally:
         if handler is not None:
             logging.getLogger().removeHandler(handler)

@@ -95,12 +95,7 @@ def run(cfg: DictConfig, output_dir: Optional[str | Path] = None) -> dict[str, A
                        "bad_videos_during_training": summary["bad_videos"]},
             )
             if info.is_main:
-                json_path, png = write_report(report, out)
-                logger.info(
-                    "val top-1 %.2f%%  top-5 %.2f%%  mean class accuracy %.2f%%  (%d videos, %d unreadable) -> %s",
-                    100 * report["top1"], 100 * report["top5"], 100 * report["mean_class_accuracy"],
-                    report["num_videos"], report["num_unreadable"], json_path,
-                )
+                write_report(report, out)
     finally:
         if handler is not None:
             logging.getLogger().removeHandler(handler)

@@ -14,10 +14,13 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from videogn.data.synthetic import SyntheticSpec
 from omegaconf.errors import OmegaConfBaseException
 
 __all__ = [
@@ -113,12 +116,15 @@ class SyntheticConfig:
     seed: int = 0
     cache_dir: Optional[str] = None  # None: $VIDEOGN_CACHE or ~/.cache/videogn
 
-    def __post_init__(self) -> None:
-        from videogn.data.synthetic import SyntheticSpec
+    def to_spec(self) -> "SyntheticSpec":
+        """The dataset spec these settings describe (every field but ``cache_dir``)."""
+        from videogn.data.synthetic import spec_from_mapping
 
-        values = {k: v for k, v in vars(self).items() if k != "cache_dir"}
+        return spec_from_mapping({k: v for k, v in vars(self).items() if k != "cache_dir"})
+
+    def __post_init__(self) -> None:
         try:
-            SyntheticSpec(**values)
+            self.to_spec()
         except ValueError as e:
             raise ConfigError(str(e).replace("synthetic dataset: ", "data.synthetic.")) from None
 

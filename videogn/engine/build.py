@@ -33,12 +33,11 @@ def resolve_data(data: DataConfig) -> DataSources:
     """Paths of both splits; generates the synthetic dataset on first use (safe under DDP: one
     process generates, the others wait on a file lock)."""
     if data.name == "synthetic":
-        from videogn.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
+        from videogn.data.synthetic import ensure_synthetic_dataset
 
         if data.synthetic is None:
             raise ValueError("data.synthetic must be set when data.name is 'synthetic', got None")
-        values = {k: v for k, v in vars(data.synthetic).items() if k != "cache_dir"}
-        spec = SyntheticSpec(**values)
+        spec = data.synthetic.to_spec()
         root = ensure_synthetic_dataset(spec, data.synthetic.cache_dir or data.root)
         return DataSources(
             train_root=root / "train",

@@ -225,7 +225,7 @@ def save_confusion_matrix(cm: Sequence[Sequence[int]], class_names: Sequence[str
 
 
 def write_report(report: dict[str, Any], output_dir: str | Path, name: str = "report") -> tuple[Path, Path]:
-    """Write ``<name>.json`` and ``<name>_confusion_matrix.png`` into ``output_dir``."""
+    """Write ``<name>.json`` and ``<name>_confusion_matrix.png`` into ``output_dir`` and log the headline."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / f"{name}.json"
@@ -236,6 +236,11 @@ def write_report(report: dict[str, Any], output_dir: str | Path, name: str = "re
         title += f" ({report['num_unreadable']} unreadable: not in the matrix)"
     png = save_confusion_matrix(report["confusion_matrix"], report["classes"], out / f"{name}_confusion_matrix.png",
                                 title=title)
+    logger.info(
+        "%s top-1 %.2f%%  top-5 %.2f%%  mean class accuracy %.2f%%  (%d videos, %d unreadable) -> %s",
+        report.get("split", "val"), 100 * top1, 100 * report["top5"], 100 * report["mean_class_accuracy"],
+        report["num_videos"], report["num_unreadable"], json_path,
+    )
     return json_path, png
 
 
@@ -293,5 +298,6 @@ def evaluate_split(
     return evaluate(
         model, dataset, class_names, batch_size=batch_size,
         num_workers=data.num_workers if num_workers is None else num_workers,
-        device=device, precision=precision, dist_info=info, progress=progress, extra=extra,
+        device=device, precision=precision, dist_info=info, progress=progress,
+        extra={"split": split, **(extra or {})},
     )
