@@ -196,21 +196,15 @@ def group_norm(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
 
-    use_triton = backend == "triton"
-    if backend == "auto" and input.is_cuda:
+    if backend == "triton" or (backend == "auto" and input.is_cuda):
         from videogn.ops import group_norm as ops
 
         reason = ops.triton_unsupported_reason(input)
-        use_triton = reason is None
-        if reason is not None:
-            ops.log_fallback_once(reason)
-    if use_triton:
-        from videogn.ops import group_norm as ops
-
-        reason = ops.triton_unsupported_reason(input)
-        if reason is not None:
+        if reason is None:
+            return ops.triton_group_norm(input, num_groups, weight, bias, float(eps), activation)
+        if backend == "triton":
             raise RuntimeError(f'backend="triton" cannot run this input: {reason}')
-        return ops.triton_group_norm(input, num_groups, weight, bias, float(eps), activation)
+        ops.log_fallback_once(reason)
 
     device_type = input.device.type
     if torch.is_autocast_enabled(device_type):
