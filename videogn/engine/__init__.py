@@ -1,31 +1,38 @@
 """Training and evaluation engine: trainer, multi-view evaluator, checkpoints, DDP helpers,
-metrics, optimizer/schedule and batch samplers."""
+metrics and the optimizer/learning-rate schedule.
 
-from videogn.engine.checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
-from videogn.engine.distributed import DistInfo, init_distributed
-from videogn.engine.evaluator import Predictions, evaluate, evaluate_split, predict, write_report
-from videogn.engine.metrics import classification_metrics
-from videogn.engine.optim import LRSchedule, build_sgd, param_groups
-from videogn.engine.samplers import FixedBatchSampler, register_batch_sampler
-from videogn.engine.trainer import NonFiniteLossError, Trainer
+Names are imported on first use (PEP 562), so ``videogn.engine.optim`` and friends load without
+the trainer's dependencies (Hydra, TensorBoard) and without import cycles through the budget package.
+"""
 
-__all__ = [
-    "DistInfo",
-    "FixedBatchSampler",
-    "LRSchedule",
-    "NonFiniteLossError",
-    "Predictions",
-    "Trainer",
-    "build_sgd",
-    "classification_metrics",
-    "evaluate",
-    "evaluate_split",
-    "find_latest_checkpoint",
-    "init_distributed",
-    "load_checkpoint",
-    "param_groups",
-    "predict",
-    "register_batch_sampler",
-    "save_checkpoint",
-    "write_report",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "find_latest_checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "DistInfo": "distributed",
+    "init_distributed": "distributed",
+    "Predictions": "evaluator",
+    "evaluate": "evaluator",
+    "evaluate_split": "evaluator",
+    "predict": "evaluator",
+    "write_report": "evaluator",
+    "classification_metrics": "metrics",
+    "LRSchedule": "optim",
+    "build_sgd": "optim",
+    "param_groups": "optim",
+    "NonFiniteLossError": "trainer",
+    "Trainer": "trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'videogn.engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"videogn.engine.{_EXPORTS[name]}"), name)
