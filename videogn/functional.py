@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from videogn.ops.group_norm import check_param_devices
+
 __all__ = ["group_norm", "ACTIVATIONS", "BACKENDS", "check_activation"]
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ def _check_args(
                 f"{name} must have shape ({channels},) to match input.shape[1], "
                 f"got {tuple(param.shape)}"
             )
+    check_param_devices(input, weight, bias)
 
 
 def _channels_last_format(x: Tensor) -> Optional[torch.memory_format]:

@@ -218,3 +218,23 @@ def test_gradients_stay_accurate_on_large_mean_inputs(layout):
     xr = x.double().requires_grad_(True)
     F.group_norm(xr, 4, w.double(), b.double()).backward(grad.double())
     assert (xi.grad.double() - xr.grad).abs().max() < 1e-3
+
+
+def test_parameters_must_share_the_input_device():
+    # the native path would raise a RuntimeError deep in ATen, the Triton path would hand a
+    # foreign pointer to the kernel: both get a ValueError naming the parameter
+    x = torch.randn(1, 4, 6)
+    with pytest.raises(ValueError, match="weight is on meta but input is on cpu"):
+        group_norm(x, 2, torch.ones(4, device="meta"), backend="native")
+    with pytest.raises(ValueError, match="bias is on meta"):
+        group_norm(x, 2, None, torch.zeros(4, device="meta"), backend="native")
+
+
+def test_relu_keeps_nan_like_f_relu():
+    # a NaN bias makes one channel NaN after the affine; ReLU must keep it (not clamp it to 0)
+    x = torch.randn(1, 4, 6)
+    b = torch.tensor([float("nan"), float("-inf"), 1.0, 0.0])
+    y = group_norm(x, 2, None, b, activation="relu", backend="native")
+    assert torch.isnan(y[0, 0]).all() and (y[0, 1] == 0).all()
+    torch.testing.assert_close(y, reference(x, 2, None, b, activation="relu").float(),
+                               equal_nan=True)

@@ -8,7 +8,9 @@ dtype out; statistics are fp32 inside the kernels).
 
 The kernels (:mod:`videogn.ops.group_norm_triton`) are imported on first use, so importing videogn
 never imports Triton. They run on CUDA tensors, or on CPU tensors when ``TRITON_INTERPRET=1`` was
-set before that first use (Triton then interprets them with NumPy: for tests, never for speed).
+set before that first use (Triton then interprets them with NumPy: for tests, never for speed;
+CUDA tensors are then refused rather than silently copied through the interpreter). Weight and
+bias must live on the input's device (the kernels take raw pointers).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import Any, ContextManager, Optional, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["triton_unsupported_reason", "log_fallback_once", "triton_group_norm"]
+__all__ = [
+    "check_param_devices", "triton_unsupported_reason", "log_fallback_once", "triton_group_norm",
+]
 
 logger = logging.getLogger("videogn.ops")
 
@@ -62,6 +66,13 @@ def triton_unsupported_reason(input: Tensor) -> Optional[str]:
             "CPU tensor and TRITON_INTERPRET is not set (set TRITON_INTERPRET=1 before the first "
             "Triton group norm to run the kernels in Triton's interpreter)"
         )
+    if device == "cuda" and kernels.INTERPRETED:
+        # the interpreter would copy every CUDA tensor to the host and run NumPy: refuse
+        return (
+            "TRITON_INTERPRET=1 is set, so the Triton kernels would run CUDA tensors through "
+            "Triton's NumPy interpreter (unset TRITON_INTERPRET before importing videogn to run "
+            "them on the GPU)"
+        )
     return None
 
 
@@ -100,7 +111,24 @@ def _param(p: Optional[Tensor]) -> Optional[Tensor]:
     return None if p is None else p.contiguous()
 
 
-def _check_op_args(input: Tensor, num_groups: int, activation: str) -> None:
+def check_param_devices(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> None:
+    """Raise ValueError unless ``weight``/``bias`` live on ``input``'s device: the kernels take raw
+    pointers, so a CPU or other-GPU parameter would fault or read another device's memory."""
+    for name, param in (("weight", weight), ("bias", bias)):
+        if param is not None and param.device != input.device:
+            raise ValueError(
+                f"{name} is on {param.device} but input is on {input.device}; "
+                "move the parameters to the input's device"
+            )
+
+
+def _check_op_args(
+    input: Tensor,
+    num_groups: int,
+    activation: str,
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+) -> None:
     """The ops may be called directly (torch.ops.videogn...): reject what the kernels cannot do."""
     if input.dim() < 2:
         raise ValueError(f"input must be (N, C, *), got shape {tuple(input.shape)}")
@@ -111,6 +139,11 @@ def _check_op_args(input: Tensor, num_groups: int, activation: str) -> None:
         )
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+    check_param_devices(input, weight, bias)
+    if input.is_cuda:
+        kernels = _load_kernels()
+        if kernels is not None and kernels.INTERPRETED:
+            raise RuntimeError(triton_unsupported_reason(input))
 
 
 def _device_of(t: Tensor) -> ContextManager[object]:
@@ -131,7 +164,7 @@ def group_norm_fwd(
     kernels = _load_kernels()
     if kernels is None:
         raise RuntimeError(f"videogn::group_norm_fwd needs Triton: {_import_error}")
-    _check_op_args(input, num_groups, activation)
+    _check_op_args(input, num_groups, activation, weight, bias)
     n, c, l = _shape_ncl(input)
     output = torch.empty_like(input)
     mean = input.new_empty((n, num_groups), dtype=torch.float32)
@@ -180,7 +213,7 @@ def group_norm_bwd(
     kernels = _load_kernels()
     if kernels is None:
         raise RuntimeError(f"videogn::group_norm_bwd needs Triton: {_import_error}")
-    _check_op_args(input, num_groups, activation)
+    _check_op_args(input, num_groups, activation, weight, bias)
     n, c, l = _shape_ncl(input)
     grad_input = torch.empty_like(input)
     if grad_input.numel() == 0:

@@ -26,15 +26,21 @@ All offsets are computed in 64 bits. The kernels never assume that C/G or L is a
 Block sizes are chosen by :func:`plan` (deterministic heuristics for an H100-class GPU, no
 autotuning, so launches are CUDA-graph and torch.compile friendly); under ``TRITON_INTERPRET=1``
 small blocks are used so that CPU tests exercise every loop, split and mask.
+
+Integer arguments that only count (groups, blocks, splits, loop trips) are excluded from Triton's
+specialisation (``do_not_specialize``), so a network's many layer shapes share compiled variants;
+C, L and the strides stay specialised because they decide whether accesses are 16-byte vectors.
+The fused ReLU follows PyTorch on NaN (forward keeps it, backward passes dy like
+``threshold_backward``). The tests' ``tests/ops/gpu_compile.py`` compiles the variants real
+launches use for a GPU without one.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import triton
@@ -48,17 +54,27 @@ __all__ = [
     "plan",
     "forward",
     "backward",
-    "compile_for_gpu",
 ]
 
 #: activation name -> the ``ACT`` constexpr of the kernels
 ACT_CODES = {"none": 0, "relu": 1, "silu": 2}
 
 
+# Integers Triton would otherwise specialise (== 1, divisible by 16) that only count groups,
+# blocks and loop trips: one compiled variant serves every layer shape. C and L (the masks along
+# the contiguous dimension) and the strides stay specialised: they decide 16-byte accesses.
+_REDUCE_COUNTS = ["num_cblocks", "num_splits", "iters"]
+_REDUCE_COUNTS_BWD = ["G", "D"] + _REDUCE_COUNTS
+_APPLY_COUNTS = ["G", "D", "num_cblocks", "num_lblocks"]
+_FINALIZE_COUNTS = ["C", "L", "G", "D", "num_splits", "split_len"]
+_FINALIZE_COUNTS_BWD = ["C", "L", "G", "D", "num_splits"]
+
+
 @triton.jit
 def _activation(z, ACT: tl.constexpr):
     if ACT == 1:
-        out = tl.maximum(z, 0.0)
+        # not tl.maximum(z, 0): F.relu keeps NaN, and so must the fused ReLU
+        out = tl.where(z <= 0.0, 0.0, z)
     elif ACT == 2:
         out = z * tl.sigmoid(z)
     else:
@@ -70,7 +86,8 @@ def _activation(z, ACT: tl.constexpr):
 def _activation_grad(z, dy, ACT: tl.constexpr):
     """Upstream gradient ``dy`` through the activation evaluated at its input ``z``."""
     if ACT == 1:
-        dz = tl.where(z > 0.0, dy, 0.0)
+        # as threshold_backward: zero only where z <= 0, so a NaN input passes dy through
+        dz = tl.where(z <= 0.0, 0.0, dy)
     elif ACT == 2:
         s = tl.sigmoid(z)
         dz = dy * (s * (1.0 + z * (1.0 - s)))
@@ -95,7 +112,7 @@ def _tile_coords(pid, num_cblocks, num_lblocks, CB_FASTEST: tl.constexpr):
     return n, cb, lb
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_REDUCE_COUNTS)
 def _gn_stats_kernel(
     x_ptr, part_mean_ptr, part_m2_ptr,
     C, L,
@@ -146,7 +163,7 @@ def _gn_stats_kernel(
     tl.store(part_m2_ptr + out, m2, mask=c_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_FINALIZE_COUNTS)
 def _gn_finalize_kernel(
     part_mean_ptr, part_m2_ptr, mean_ptr, rstd_ptr,
     C, L, G, D, num_splits, split_len, inv_total, eps,
@@ -192,7 +209,7 @@ def _gn_finalize_kernel(
     tl.store(rstd_ptr + pid, 1.0 / tl.sqrt(var + eps))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_APPLY_COUNTS)
 def _gn_apply_kernel(
     x_ptr, y_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr,
     C, L, G, D,
@@ -232,7 +249,7 @@ def _gn_apply_kernel(
     tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=mask, eviction_policy="evict_first")
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_REDUCE_COUNTS_BWD)
 def _gn_bwd_reduce_kernel(
     x_ptr, dy_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, part_s1_ptr, part_s2_ptr,
     C, L, G, D,
@@ -285,7 +302,7 @@ def _gn_bwd_reduce_kernel(
     tl.store(part_s2_ptr + out, tl.sum(s2, axis=1), mask=c_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_FINALIZE_COUNTS_BWD)
 def _gn_bwd_finalize_kernel(
     part_s1_ptr, part_s2_ptr, rstd_ptr, w_ptr, dw_part_ptr, db_part_ptr, coef_ptr,
     C, L, G, D, num_splits, inv_total,
@@ -331,7 +348,7 @@ def _gn_bwd_finalize_kernel(
     tl.store(coef_ptr + 2 * pid + 1, -rstd * a)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_APPLY_COUNTS)
 def _gn_bwd_apply_kernel(
     x_ptr, dy_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, coef_ptr,
     C, L, G, D,
@@ -398,6 +415,11 @@ _REDUCE_TILE = 2048
 _APPLY_TILE = 4096
 _PROGRAMS_PER_SM = 4
 _MAX_ITERS = 64
+# Partials (splits x channels of a group) one finalize program merges. The finalize runs one
+# program per (n, group); without a bound, channels-last layers with a huge T*H*W (128x112x112 at
+# N=1) leave it thousands of partials to walk. Programs take more L-tiles instead (larger splits),
+# unless that would leave the reduction grid short of _PROGRAMS_PER_SM per SM.
+_MAX_FINALIZE_PARTIALS = 4096
 
 
 @dataclass(frozen=True)
@@ -470,6 +492,7 @@ def _plan(
         # Tiny tiles: the interpreter is slow, and small test tensors still get several channel
         # blocks, several splits of several iterations, ragged tails and multi-chunk finalisation.
         block_c, block_l, iters = 4, 16, 2
+        iters = max(iters, _cdiv(_cdiv(l, block_l), max(1, _MAX_FINALIZE_PARTIALS // d)))
         apply_c, apply_l = 4, 16
         block_s, block_d = 2, 2
         reduce_warps = apply_warps = 1
@@ -488,8 +511,12 @@ def _plan(
         tiles = n * _cdiv(c, block_c) * lblocks
         iters = tiles // (_PROGRAMS_PER_SM * _num_sms(device))
         iters = max(1, min(_MAX_ITERS, lblocks, iters))
+        fill_splits = _cdiv(_PROGRAMS_PER_SM * _num_sms(device), n * _cdiv(c, block_c))
+        max_splits = max(fill_splits, _MAX_FINALIZE_PARTIALS // d, 1)
+        iters = max(iters, _cdiv(lblocks, max_splits))
         block_d = min(_pow2(d), 128)
-        block_s = max(1, min(_pow2(_cdiv(_cdiv(l, block_l), iters)), 2048 // block_d))
+        # one BLOCK_S per BLOCK_D (not per split count): fewer compiled finalize variants
+        block_s = max(1, 2048 // block_d)
         reduce_warps = 4 if block_c * block_l >= 1024 else 2
         apply_warps = 8 if apply_c * apply_l >= 4096 else 4
     return Plan(
@@ -611,111 +638,3 @@ def backward(
     )
     LAUNCHES.update(("bwd_reduce", "bwd_finalize", "bwd_apply"))
     return dw_part.sum(0), db_part.sum(0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Ahead-of-time compilation check: build every kernel for a GPU without needing one.
-# ---------------------------------------------------------------------------------------------
-
-_DATA_POINTERS = {"x_ptr", "y_ptr", "dy_ptr", "dx_ptr"}
-_FLOAT_SCALARS = {"eps", "inv_total"}
-
-
-def _specialization(
-    fn: "triton.runtime.jit.JITFunction", dtype: str, constexprs: dict, channels_fast: bool
-) -> Tuple[dict, dict, dict]:
-    """(signature, constexprs, attrs) as a launch on aligned tensors would specialise them:
-    unit strides become constexpr 1, pointers and the other integers divisible by 16."""
-    unit = "_c" if channels_fast else "_l"
-    sig, consts, attrs = {}, dict(constexprs), {}
-    for i, name in enumerate(fn.arg_names):
-        is_stride = name.startswith(("stride_", "sx_", "sy_", "sd_", "so_"))
-        if name in consts:
-            sig[name] = "constexpr"
-        elif is_stride and name.endswith(unit):
-            sig[name], consts[name] = "constexpr", 1
-        elif name in _DATA_POINTERS:
-            sig[name] = f"*{dtype}"
-        elif name.endswith("_ptr"):
-            sig[name] = "*fp32"
-        elif name in _FLOAT_SCALARS:
-            sig[name] = "fp32"
-        else:
-            sig[name] = "i64" if is_stride else "i32"
-        if sig[name] != "constexpr" and (name.endswith("_ptr") or name in ("C", "L") or is_stride):
-            attrs[(i,)] = [["tt.divisibility", 16]]
-    return sig, consts, attrs
-
-
-def _widest_global_access(ptx: str, op: str) -> int:
-    """Bytes moved by the widest ``ld.global``/``st.global`` instruction in ``ptx``."""
-    widest = 0
-    for suffix in re.findall(rf"\b{op}\.global((?:\.[A-Za-z0-9_:]+)+)", ptx):
-        tokens = suffix.split(".")[1:]  # e.g. ['L1::evict_first', 'L2::cache_hint', 'v4', 'b32']
-        vec = next((int(t[1:]) for t in tokens if re.fullmatch(r"v\d", t)), 1)
-        bits = next((int(t[1:]) for t in reversed(tokens) if re.fullmatch(r"[bfsu]\d+", t)), 0)
-        widest = max(widest, vec * bits // 8)
-    return widest
-
-
-def compile_for_gpu(
-    arch: int = 90, dtypes: Tuple[str, ...] = ("fp32", "fp16", "bf16"), full: bool = False
-) -> List[Dict[str, object]]:
-    """Compile the kernels to cubins for an NVIDIA GPU of compute capability ``arch``.
-
-    Needs no GPU (Triton bundles ptxas), so CI without one still catches code that the
-    interpreter accepts but the compiler rejects, and can check that the memory accesses are
-    vectorised. Tile sizes are those :func:`plan` picks on an H100 for a contiguous and a
-    channels-last I3D-R50 layer; arguments are specialised as for aligned tensors.
-
-    Args:
-        arch: compute capability, e.g. 90 for H100/H200, 80 for A100.
-        dtypes: data types of the input/output tensors ("fp32", "fp16", "bf16").
-        full: every (activation, affine) combination instead of the fused-SiLU, affine one.
-
-    Returns:
-        One record per compiled variant: kernel name, dtype, layout, constexprs, and the widest
-        global load and store (bytes per instruction) in its PTX.
-    """
-    if INTERPRETED:
-        raise RuntimeError("compile_for_gpu needs the compiled kernels: unset TRITON_INTERPRET")
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    target = GPUTarget("cuda", arch, 32)
-    cpu = torch.device("cpu")
-    plans = [plan(4, 256, 8 * 28 * 28, 8, cl, cpu, interpreted=False) for cl in (False, True)]
-    acts = list(ACT_CODES.values()) if full else [ACT_CODES["silu"]]
-    affines = [(True, True), (False, False), (True, False)] if full else [(True, True)]
-    records: List[Dict[str, object]] = []
-
-    def build(kernel, dtype: str, constexprs: dict, num_warps: int, channels_fast: bool) -> None:
-        sig, consts, attrs = _specialization(kernel, dtype, constexprs, channels_fast)
-        src = ASTSource(kernel, sig, constexprs=consts, attrs=attrs)
-        ptx = triton.compile(src, target=target, options={"num_warps": num_warps}).asm["ptx"]
-        records.append({
-            "kernel": kernel.__name__,
-            "dtype": dtype,
-            "layout": "channels_last" if channels_fast else "contiguous",
-            "constexprs": constexprs,
-            "num_warps": num_warps,
-            "load_bytes": _widest_global_access(ptx, "ld"),
-            "store_bytes": _widest_global_access(ptx, "st"),
-        })
-
-    for dtype in dtypes:
-        for p in plans:
-            cl = p.cb_fastest
-            tiles = dict(BLOCK_C=p.block_c, BLOCK_L=p.block_l, CB_FASTEST=cl)
-            apply_tiles = dict(BLOCK_C=p.apply_block_c, BLOCK_L=p.apply_block_l, CB_FASTEST=cl)
-            build(_gn_stats_kernel, dtype, tiles, p.reduce_warps, cl)
-            for act in acts:
-                for has_w, has_b in affines:
-                    flags = dict(HAS_W=has_w, HAS_B=has_b, ACT=act)
-                    build(_gn_apply_kernel, dtype, {**apply_tiles, **flags}, p.apply_warps, cl)
-                    build(_gn_bwd_reduce_kernel, dtype, {**tiles, **flags}, p.reduce_warps, cl)
-                    build(_gn_bwd_apply_kernel, dtype, {**apply_tiles, **flags}, p.apply_warps, cl)
-    finals = dict(BLOCK_S=plans[0].block_s, BLOCK_D=plans[0].block_d)
-    build(_gn_finalize_kernel, "fp32", finals, 4, False)
-    build(_gn_bwd_finalize_kernel, "fp32", {**finals, "HAS_W": True}, 4, False)
-    return records
