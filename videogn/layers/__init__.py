@@ -1,9 +1,13 @@
-"""Normalisation layers: GroupNorm3d, the norm factory and converters, WS convs, zero-γ init."""
+"""Normalisation layers: GroupNorm3d, the norm and activation registries, converters, WS convs, zero-γ init."""
+
+from videogn.layers.activations import ACTS, ActSpec, create_norm_act, fused_act_name, resolve_act
 
 from videogn.layers.group_norm3d import GroupNorm3d, resolve_num_groups
 from videogn.layers.init import last_norm_of_block, zero_init_last_norm
 from videogn.layers.norms import (
     NORM_NAMES,
+    NORMS,
+    NormSpec,
     FrozenBatchNorm,
     NormChange,
     convert_norm,
@@ -14,6 +18,13 @@ from videogn.layers.norms import (
 from videogn.layers.weight_std import WSConv3d, standardize_weight
 
 __all__ = [
+    "ACTS",
+    "ActSpec",
+    "create_norm_act",
+    "fused_act_name",
+    "resolve_act",
+    "NORMS",
+    "NormSpec",
     "GroupNorm3d",
     "resolve_num_groups",
     "NORM_NAMES",

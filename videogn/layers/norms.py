@@ -5,15 +5,17 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Union
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from videogn.layers.group_norm3d import GroupNorm3d
+from videogn.registry import Registry
 
 __all__ = [
+    "NORMS",
     "NORM_NAMES",
     "FrozenBatchNorm",
     "NormChange",
@@ -90,36 +92,35 @@ def _layer_norm(num_channels: int, **kw: Any) -> GroupNorm3d:
     return GroupNorm3d(num_channels, num_groups=1, **kw)
 
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    "gn": GroupNorm3d,
-    "bn": nn.BatchNorm3d,
-    "syncbn": nn.SyncBatchNorm,
-    "frozen_bn": FrozenBatchNorm,
-    "ln": _layer_norm,
-    "in": _instance_norm,
-    "none": _NoNorm,
-}
-NORM_NAMES = tuple(_REGISTRY)
+NORMS: Registry[Callable[..., nn.Module]] = Registry("norm", lowercase=True)
+for _name, _factory in (
+    ("gn", GroupNorm3d),
+    ("bn", nn.BatchNorm3d),
+    ("syncbn", nn.SyncBatchNorm),
+    ("frozen_bn", FrozenBatchNorm),
+    ("ln", _layer_norm),
+    ("in", _instance_norm),
+    ("none", _NoNorm),
+):
+    NORMS.register(_name, _factory)
+NORM_NAMES = NORMS.names()  # a snapshot for importers; NORMS itself also sees later registrations
 
 
 def resolve_norm(norm: NormSpec, **kwargs: Any) -> Callable[[int], nn.Module]:
     """Turn a norm spec into a channel-first constructor ``norm_layer(num_channels)``.
 
     Args:
-        norm: a name in :data:`NORM_NAMES` ("gn", "bn", "syncbn", "frozen_bn", "ln", "in", "none"),
+        norm: a name in :data:`NORMS` ("gn", "bn", "syncbn", "frozen_bn", "ln", "in", "none"),
             a class, or any callable such as ``functools.partial(GroupNorm3d, num_groups=16)``.
         **kwargs: settings bound to the constructor (e.g. ``num_groups=16``, ``eps=1e-3``).
     """
     if isinstance(norm, str):
-        key = norm.lower()
-        if key not in _REGISTRY:
-            raise ValueError(f"unknown norm {norm!r}; valid names: {', '.join(NORM_NAMES)}")
-        factory = _REGISTRY[key]
+        factory = NORMS.get(norm)
     elif callable(norm):
         factory = norm
     else:
         raise TypeError(
-            f"norm must be a name ({', '.join(NORM_NAMES)}) or a callable, got {type(norm).__name__}"
+            f"norm must be a name ({', '.join(NORMS.names())}) or a callable, got {type(norm).__name__}"
         )
     return functools.partial(factory, **kwargs) if kwargs else factory
 

@@ -1,4 +1,5 @@
-"""Video models: I3D / C2D ResNets with any norm, a registry, and 2-D -> 3-D inflation.
+"""Video models with any norm: I3D / C2D ResNets, pytorchvideo and torchvision families, a registry
+of builders, 2-D -> 3-D inflation.
 
     from videogn.models import create_model, inflate_from_2d
     model = create_model("i3d_r50", num_classes=400, norm="gn")
@@ -6,7 +7,17 @@
 """
 
 from videogn.models.inflate import InflationReport, inflate_from_2d
-from videogn.models.registry import ModelSpec, create_model, get_model_spec, list_models, register_model
+from videogn.models.registry import (
+    MODELS,
+    ModelSpec,
+    create_model,
+    describe_models,
+    get_model_spec,
+    list_models,
+    register_model,
+)
+from videogn.models.weights import load_weights
+from videogn.models.zoo import SlowFastFromClip
 from videogn.models.resnet3d import (
     BasicBlock3d,
     Bottleneck3d,
@@ -18,6 +29,10 @@ from videogn.models.resnet3d import (
 __all__ = [
     "create_model",
     "list_models",
+    "describe_models",
+    "load_weights",
+    "SlowFastFromClip",
+    "MODELS",
     "get_model_spec",
     "register_model",
     "ModelSpec",

@@ -20,14 +20,13 @@ copy of its last frame), so every clip length from 1 frame up works and no frame
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from videogn.layers import GroupNorm3d, resolve_norm, zero_init_last_norm
+from videogn.layers import ActSpec, create_norm_act, resolve_act, resolve_norm, zero_init_last_norm
 
 __all__ = [
     "ResNet3d",
@@ -37,48 +36,13 @@ __all__ = [
     "Downsample3d",
     "TemporalConv3d",
     "ClipMaxPool3d",
-    "resolve_act",
-    "ACT_NAMES",
     "TEMPORAL_PADDINGS",
 ]
 
 NormLayer = Callable[[int], nn.Module]
-ActSpec = Union[str, Callable[..., nn.Module]]
 Triple = tuple[int, int, int]
 
-_ACTS: dict[str, Callable[..., nn.Module]] = {
-    "relu": functools.partial(nn.ReLU, inplace=True),
-    "silu": functools.partial(nn.SiLU, inplace=True),
-    "gelu": nn.GELU,
-    "none": nn.Identity,
-}
-ACT_NAMES = tuple(_ACTS)
 TEMPORAL_PADDINGS = ("zeros", "replicate")
-
-
-def resolve_act(act: ActSpec) -> tuple[Callable[..., nn.Module], Optional[str]]:
-    """Turn an activation spec into ``(factory, fusable_name)``.
-
-    Args:
-        act: a name in :data:`ACT_NAMES`, an ``nn.Module`` class or a ``functools.partial`` of one.
-
-    Returns:
-        The zero-argument factory and, for ReLU/SiLU, the name GroupNorm3d can fuse ("relu"/"silu").
-    """
-    if isinstance(act, str):
-        key = act.lower()
-        if key not in _ACTS:
-            raise ValueError(f"unknown act_layer {act!r}; valid names: {', '.join(ACT_NAMES)}")
-        factory = _ACTS[key]
-    elif callable(act):
-        factory = act
-    else:
-        raise TypeError(
-            f"act_layer must be a name ({', '.join(ACT_NAMES)}) or a callable, got {type(act).__name__}"
-        )
-    base = factory.func if isinstance(factory, functools.partial) else factory
-    fusable = {nn.ReLU: "relu", nn.SiLU: "silu"}.get(base) if isinstance(base, type) else None
-    return factory, fusable
 
 
 def _triple(value: Union[int, Sequence[int]], name: str) -> Triple:
@@ -161,32 +125,23 @@ class ClipMaxPool3d(nn.Module):
 
 
 class _NormActFactory:
-    """Builds (norm, act) pairs, fusing ReLU/SiLU into GroupNorm3d when allowed."""
+    """The resolved norm and activation of one network, handed to every block."""
 
     def __init__(self, norm_layer: NormLayer, act_layer: ActSpec, fuse: bool) -> None:
         self.norm_layer = norm_layer
-        self.act_factory, self.fusable = resolve_act(act_layer)
+        self.act_layer = act_layer
+        self.act_factory = resolve_act(act_layer)
         self.fuse = fuse
 
     def norm(self, channels: int) -> nn.Module:
-        norm = self.norm_layer(channels)
-        if isinstance(norm, GroupNorm3d) and norm.activation is not None:
-            # It would also act after each block's last norm, before the residual add.
-            raise ValueError(
-                f"norm_layer builds GroupNorm3d with activation={norm.activation!r}; give the "
-                "activation as act_layer instead (it is fused into GN where it is safe)"
-            )
-        return norm
+        """A norm with no activation (before a residual add)."""
+        return create_norm_act(self.norm_layer, channels, None)[0]
 
     def act(self) -> nn.Module:
         return self.act_factory()
 
     def norm_act(self, channels: int) -> tuple[nn.Module, nn.Module]:
-        norm = self.norm(channels)
-        if self.fuse and self.fusable and isinstance(norm, GroupNorm3d) and norm.activation is None:
-            norm.activation = self.fusable  # one kernel for GN + activation on the Triton path
-            return norm, nn.Identity()
-        return norm, self.act_factory()
+        return create_norm_act(self.norm_layer, channels, self.act_layer, fuse=self.fuse)
 
 
 class Stem3d(nn.Module):
@@ -342,8 +297,8 @@ class ResNet3d(nn.Module):
         in_channels: input channels.
         temporal_padding: "zeros" (the standard) or "replicate" (temporal convs pad with copies of
             the border frames, which makes inflation exact on static clips for every norm).
-        fuse_norm_act: let GroupNorm3d apply ReLU/SiLU itself (one kernel on the Triton path);
-            other norms always get a separate activation module.
+        fuse_norm_act: let a norm that can apply the activation itself do so (GroupNorm3d fuses
+            ReLU/SiLU: one kernel on the Triton path); see :func:`videogn.layers.create_norm_act`.
     """
 
     names_2d = {"stem": ""}
