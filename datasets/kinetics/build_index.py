@@ -8,7 +8,7 @@ Example (Kinetics-400, any folder layout under the root -- files are matched by 
         --root kinetics400/videos_256 --out kinetics400/index
 
 writes index/classes.json, index/train.txt, index/validate.txt (``relative/path label``) and
-index/<csv>_missing.txt, then:
+index/<csv>_missing.txt (rows without a video: ``file name<TAB>expected path``), then:
 
     KineticsDataset("kinetics400/videos_256", "kinetics400/index/train.txt")
 """
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="file name of a CSV row (any video extension matches); default: %(default)s")
     ap.add_argument("--class-index", default=None, help="reuse this classes.json instead of building one")
     args = ap.parse_args(argv)
-    from videogn.data.kinetics import build_kinetics_index  # after parsing: --help stays instant
+    from videogn.data.annotations import build_kinetics_index  # after parsing: --help stays instant
 
     summary = build_kinetics_index(args.csv, args.root, args.out, filename_pattern=args.pattern,
                                    class_index=args.class_index)

@@ -17,7 +17,7 @@ from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")  # = videogn.data.kinetics.VIDEO_EXTENSIONS
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")  # = videogn.data.annotations.VIDEO_EXTENSIONS
 
 
 def main(argv: list[str] | None = None) -> int:

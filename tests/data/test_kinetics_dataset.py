@@ -1,7 +1,6 @@
 """Kinetics annotations (official CSV, list file, folder-per-class), the clip dataset in train and
 test mode, bad-file handling (also with DataLoader workers), collate, seeding, DistributedSampler."""
 
-import json
 import shutil
 
 import numpy as np
@@ -9,8 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from videogn.data import (KineticsDataset, build_kinetics_index, collate_clips, make_worker_init_fn,
-                          read_kinetics_csv, read_list_file, write_video)
+from videogn.data import (KineticsDataset, MissingVideo, build_kinetics_index, collate_clips, load_annotations,
+                          make_worker_init_fn, read_kinetics_csv, read_list_file, write_class_index,
+                          write_missing_videos, write_video)
 
 CLASSES = ["abseiling", "passing American football (in game)", "zumba"]
 SMALL = dict(num_frames=4, stride=2, train_scale=(32, 40), crop_size=32, test_scale=32)
@@ -67,11 +67,14 @@ def test_dataset_from_csv(kinetics):
     s = ds.summary
     assert s["num_missing"] == 1 and s["missing"] == ["tr0x1abcde_000010_000020.mp4"]
     assert len(ds) == 8 and s["num_videos"] == 8 and s["num_annotated"] == 9
-    # stable class index written beside the CSV, reused by the validation set
-    written = json.loads((kinetics["train_csv"].parent / "classes.json").read_text())
-    assert written == {c: i for i, c in enumerate(sorted(CLASSES))}
-    val = KineticsDataset(kinetics["videos"], kinetics["val_csv"], mode="test", num_clips=2, **SMALL)
-    assert val.classes == ds.classes and len(val) == 3
+    # the missing row is named with where it was looked for
+    assert ds.missing == [MissingVideo("tr0x1abcde_000010_000020.mp4",
+                                       kinetics["videos"] / "tr0x1abcde_000010_000020.mp4", 0)]
+    # constructors write nothing: the class index is derived (sorted labels) and shared explicitly
+    assert not (kinetics["train_csv"].parent / "classes.json").exists() and ds.class_index_path is None
+    val = KineticsDataset(kinetics["videos"], kinetics["val_csv"], mode="test", num_clips=2,
+                          class_index=ds.class_to_idx, **SMALL)
+    assert val.classes == ds.classes and len(val) == 3 and val.missing == []
     item = ds[0]
     assert item["video"].shape == (3, 4, 32, 32) and item["valid"] and item["error"] == ""
     assert item["label"] == ds.classes.index("abseiling")
@@ -82,7 +85,9 @@ def test_build_index_script_roundtrip(kinetics, tmp_path):
     summary = build_kinetics_index([kinetics["train_csv"], kinetics["val_csv"]], kinetics["videos"], out)
     assert summary["train"] == {"rows": 9, "found": 8, "missing": 1}
     assert summary["validate"] == {"rows": 3, "found": 3, "missing": 0}
-    assert (out / "train_missing.txt").read_text().split() == ["tr0x1abcde_000010_000020.mp4"]
+    assert (out / "train_missing.txt").read_text().splitlines() == [
+        f"tr0x1abcde_000010_000020.mp4\t{kinetics['videos'] / 'tr0x1abcde_000010_000020.mp4'}"]
+    assert (out / "validate_missing.txt").read_text() == ""
     pairs = read_list_file(out / "train.txt")
     assert len(pairs) == 8 and pairs[0][0].startswith("train/")
     ds = KineticsDataset(kinetics["videos"], out / "train.txt", **SMALL)  # picks classes.json beside it
@@ -113,7 +118,7 @@ def test_folder_per_class_and_index_tuples(tmp_path, video_factory):
     ds = KineticsDataset(tmp_path, **SMALL)
     assert ds.classes == ["a_class", "b_class"] and len(ds) == 4
     assert [ds[i]["label"] for i in range(4)] == [0, 0, 1, 1]
-    assert json.loads((tmp_path / "classes.json").read_text()) == {"a_class": 0, "b_class": 1}
+    assert not (tmp_path / "classes.json").exists()  # derived, not written
     assert ds[(1, 6)]["video"].shape == (3, 6, 32, 32)          # (index, num_frames)
     assert ds[(1, 2, 24)]["video"].shape == (3, 2, 24, 24)      # (index, num_frames, crop_size)
     with pytest.raises(IndexError):
@@ -248,3 +253,77 @@ def test_unlabelled_test_csv(kinetics, tmp_path):
     ds = KineticsDataset(kinetics["videos"], csv, mode="test", num_clips=1, **SMALL)
     item = ds[0]
     assert item["label"] == -1 and item["valid"] and not (tmp_path / "classes.json").exists()
+
+
+def test_one_class_index_policy(kinetics, tmp_path, video_factory):
+    """given > classes.json beside the annotation > derived from the annotation; for CSVs, list
+    files and class folders alike; reading never writes."""
+    order = {"zumba": 0, "abseiling": 1, "passing American football (in game)": 2}
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    (ann / "train.csv").write_bytes(kinetics["train_csv"].read_bytes())
+    (ann / "list.txt").write_text("train/zumba/tr2x0abcde_000000_000010.mp4 0\n")
+    derived = load_annotations(kinetics["videos"], ann / "train.csv")
+    assert derived.classes == sorted(CLASSES) and derived.class_index_path is None
+    assert load_annotations(kinetics["videos"], ann / "list.txt").classes == ["0"]
+    write_class_index(ann / "classes.json", sorted(order, key=order.get))
+    for name in ("train.csv", "list.txt"):
+        beside = load_annotations(kinetics["videos"], ann / name)
+        assert beside.class_to_idx == order and beside.class_index_path == ann / "classes.json"
+    assert load_annotations(kinetics["videos"] / "train", class_index=ann / "classes.json").class_to_idx == order
+    given = {c: i for i, c in enumerate(reversed(sorted(CLASSES)))}
+    assert load_annotations(kinetics["videos"], ann / "train.csv", class_index=given).class_to_idx == given
+    assert load_annotations(kinetics["videos"], ann / "list.txt").records[0].label_name == "zumba"
+    with pytest.raises(ValueError, match="label '.*' is not in the class index"):
+        load_annotations(kinetics["videos"], ann / "train.csv", class_index={"abseiling": 0})
+    with pytest.raises(ValueError, match="class folders"):
+        load_annotations(kinetics["videos"] / "train", class_index={"abseiling": 0})
+    with pytest.raises(ValueError, match="split='train' needs a Kinetics CSV"):
+        load_annotations(kinetics["videos"], ann / "list.txt", split="train")
+    assert sorted(p.name for p in ann.iterdir()) == ["classes.json", "list.txt", "train.csv"]
+
+
+def test_missing_videos_named_and_written(kinetics, tmp_path):
+    ds = KineticsDataset(kinetics["videos"], kinetics["train_csv"], **SMALL)
+    assert len(ds) == 8 and [m.key for m in ds.missing] == ["tr0x1abcde_000010_000020.mp4"]
+    assert all(r.path is not None for r in ds.records)  # train mode: missing files are not samples
+    out = write_missing_videos(ds.missing, tmp_path / "run" / "missing_videos.txt")
+    assert out == tmp_path / "run" / "missing_videos.txt"
+    key, expected = out.read_text().rstrip("\n").split("\t")
+    assert key == "tr0x1abcde_000010_000020.mp4" and expected == str(ds.missing[0].expected)
+    test = KineticsDataset(kinetics["videos"], kinetics["train_csv"], mode="test", num_clips=1, **SMALL)
+    assert test.missing == ds.missing and len(test) == 9
+    assert write_missing_videos([], tmp_path / "none.txt").read_text() == ""
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_uint8_clips_normalised_on_device_equal_float_clips(kinetics, channels_last):
+    """dtype='uint8' + normalize_batch (where the model runs) gives the float pipeline's batch."""
+    from videogn.data import normalize_batch
+
+    kw = dict(SMALL, channels_last=channels_last)
+    for mode, extra in (("train", {}), ("test", {"num_clips": 2, "num_crops": 3})):
+        f32 = KineticsDataset(kinetics["videos"], kinetics["val_csv"], mode=mode, **kw, **extra)
+        u8 = KineticsDataset(kinetics["videos"], kinetics["val_csv"], mode=mode, dtype="uint8", **kw, **extra)
+        items = []
+        for ds in (f32, u8):
+            torch.manual_seed(5)  # the train transform's crop, scale and flip draws
+            items.append(collate_clips([ds[0], ds[2]]))
+        a, b = items
+        assert b["video"].dtype == torch.uint8 and b["video"].shape == a["video"].shape
+        got = normalize_batch(b["video"], f32.mean, f32.std)
+        assert got.dtype == torch.float32 and torch.equal(got, a["video"]), mode
+        if mode == "train":  # the uint8 batch is channels-last (C innermost) and stays so
+            assert got.is_contiguous(memory_format=torch.channels_last_3d)
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'uint8', got 'float16'"):
+        KineticsDataset(kinetics["videos"], kinetics["val_csv"], dtype="float16")
+    with pytest.raises(TypeError, match="uint8"):
+        normalize_batch(torch.zeros(1, 3, 2, 4, 4), f32.mean, f32.std)
+    with pytest.raises(ValueError, match="shape"):
+        normalize_batch(torch.zeros(1, 4, 2, 4, 4, dtype=torch.uint8), f32.mean, f32.std)
+
+
+def test_uint8_missing_video_in_test_mode(kinetics):
+    ds = KineticsDataset(kinetics["videos"], kinetics["train_csv"], mode="test", num_clips=1, dtype="uint8", **SMALL)
+    bad = [ds[i] for i in range(len(ds)) if not ds[i]["valid"]]
+    assert len(bad) == 2 and all(b["video"].dtype == torch.uint8 and not b["video"].any() for b in bad)

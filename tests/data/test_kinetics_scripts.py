@@ -48,17 +48,27 @@ def test_resize_cli_resumable_and_drops_audio(tmp_path, video_factory, good_vide
     (src / "a" / "y.webm").write_bytes(good_videos["vp9.webm"].read_bytes())
     (src / "broken.mp4").write_bytes(b"junk" * 10)
     resize = _load("resize")
-    assert resize.main(["--src", str(src), "--dst", str(dst), "--short-side", "32", "-j", "2"]) == 0
+    assert resize.main(["--src", str(src), "--dst", str(dst), "--short-side", "32", "-j", "2"]) == 1  # one failed
     for rel, n, size in [("a/x.mp4", 10, (42, 32)), ("a/y.mp4", 24, (42, 32))]:
         with av.open(str(dst / rel)) as c:
             s = c.streams.video[0]
             assert (s.codec_context.width, s.codec_context.height) == size
             assert len(c.streams.audio) == 0 and sum(1 for _ in c.decode(s)) == n
-    assert "broken.mp4" in (dst / "resize_failures.tsv").read_text()
+    failed = (dst / "resize_failures.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in failed] == [str(src / "broken.mp4")] and failed[0].split("\t")[1]
     assert not list(dst.rglob(".*partial*"))
     mtime = (dst / "a" / "x.mp4").stat().st_mtime_ns
+    # the failed file is retried (and fails again): still non-zero; done files are skipped
+    assert resize.main(["--src", str(src), "--dst", str(dst), "--short-side", "32", "-j", "1"]) == 1
+    assert (dst / "a" / "x.mp4").stat().st_mtime_ns == mtime
+    (src / "broken.mp4").unlink()
     assert resize.main(["--src", str(src), "--dst", str(dst), "--short-side", "32", "-j", "1"]) == 0
-    assert (dst / "a" / "x.mp4").stat().st_mtime_ns == mtime  # done files are skipped
+    assert not (dst / "resize_failures.tsv").exists()  # no stale list after a clean run
+    # the command line exits with the status main returns
+    (src / "broken2.mp4").write_bytes(b"junk" * 10)
+    run = subprocess.run([sys.executable, str(SCRIPTS / "resize.py"), "--src", str(src), "--dst", str(dst),
+                          "--short-side", "32", "-j", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "1 of 1 failed" in run.stderr and "resize_failures.tsv" in run.stderr
 
 
 def test_scan_cli(tmp_path, damaged_videos, good_videos):

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from videogn.data import VideoDecodeError, VideoReader, available_backends, check_video
-from video_factory import GOOD_VIDEOS
+from video_factory import DECORD_REFUSALS, GOOD_VIDEOS
 
 BACKENDS = available_backends()
+
 
 
 def _index_sets(n, rng):
@@ -35,7 +36,13 @@ def test_backends_available():
 def test_frames_equal_full_pyav_decode(good_videos, reference_frames, name, backend):
     ref = reference_frames[name]
     rng = np.random.default_rng(len(name))
-    with VideoReader(good_videos[name], backend=backend) as vr:
+    try:
+        vr = VideoReader(good_videos[name], backend=backend)
+    except VideoDecodeError as e:
+        # decord may refuse a frame size on some CPUs (row padding): the contract is a clear error
+        assert backend == "decord" and e.backend == "decord" and e.cause.startswith(DECORD_REFUSALS), str(e)
+        return
+    with vr:
         assert vr.backend == backend
         assert len(vr) == len(ref)
         for idx in _index_sets(len(ref), rng):
@@ -49,7 +56,7 @@ def test_frames_equal_full_pyav_decode(good_videos, reference_frames, name, back
 def test_fps_and_tensor_indices(good_videos, reference_frames, backend):
     vr = VideoReader(good_videos["h264_ntsc.mp4"], backend=backend)
     assert vr.fps == pytest.approx(30000 / 1001, rel=1e-4)
-    assert VideoReader(good_videos["mpeg4.mp4"], backend=backend).fps == pytest.approx(24)
+    assert VideoReader(good_videos["h264_short.mp4"], backend=backend).fps == pytest.approx(30)
     got = vr.get_frames(torch.tensor([3, 1]))
     assert np.array_equal(got.numpy(), reference_frames["h264_ntsc.mp4"][[3, 1]])
     assert vr.get_frames([]).shape[0] == 0
@@ -135,13 +142,13 @@ def test_memory_stays_flat(good_videos, backend):
 def test_pyav_falls_back_to_in_order_decoding(good_videos, reference_frames, monkeypatch):
     # if frames ever fail to come back with their indexed time stamps, the reader switches to
     # counting frames in decoder output order and still returns the right ones
-    from videogn.data import decode
+    from videogn.data import video_backends
 
     def broken(self, want, out):
         raise VideoDecodeError(self.path, "frames [3] were not produced by the decoder", self.name)
 
     vr = VideoReader(good_videos["h264_pyramid_opengop.mp4"], backend="pyav")
-    monkeypatch.setattr(decode._PyAVBackend, "_get_seek", broken)
+    monkeypatch.setattr(video_backends._PyAVBackend, "_get_seek", broken)
     idx = [40, 3, 3, 59]
     assert np.array_equal(vr.get_frames(idx).numpy(), reference_frames["h264_pyramid_opengop.mp4"][idx])
     assert vr._impl.seek_safe is False

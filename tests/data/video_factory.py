@@ -14,6 +14,9 @@ import numpy as np
 
 from videogn.data.encode import write_video
 
+# how a decord reader that refuses a file says why (video_backends.py, _DecordBackend._check_first_read)
+DECORD_REFUSALS = ("cannot read frames", "decoded frames have shape")
+
 
 def pattern_frames(num_frames: int, height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
     """(T, H, W, 3) uint8 frames, each visibly different from every other."""

@@ -37,6 +37,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from videogn.data.annotations import CLASS_INDEX_FILE, write_class_index
 from videogn.data.encode import write_video
 
 __all__ = [
@@ -67,7 +68,7 @@ MOTIONS: tuple[str, ...] = (
 )
 SHAPES: tuple[str, ...] = ("square", "disk", "triangle", "diamond", "cross")
 SPLITS: tuple[str, ...] = ("train", "val")
-_FORMAT_VERSION = 1  # bump when rendering changes, so old caches are not reused
+_FORMAT_VERSION = 2  # bump when the files change, so old caches are not reused (2: reproducible x264, classes.json)
 
 
 @dataclass(frozen=True)
@@ -377,6 +378,7 @@ def ensure_synthetic_dataset(spec: SyntheticSpec, cache_dir: Optional[str | Path
         <cache_dir>/synthetic-<hash>/
             train/<youtube_id>_000000_000001.mp4 ...    val/...
             annotations/train.csv  annotations/val.csv  (label,youtube_id,time_start,time_end,split)
+            annotations/classes.json  (class index in spec order, read by KineticsDataset)
             classes.txt  spec.json  DONE
 
     Args:
@@ -405,6 +407,8 @@ def ensure_synthetic_dataset(spec: SyntheticSpec, cache_dir: Optional[str | Path
             for split in SPLITS:
                 _write_split(spec, split, tmp)
             (tmp / "classes.txt").write_text("\n".join(spec.classes) + "\n")
+            # the class order of the spec (not the sorted labels) for any reader of the CSVs
+            write_class_index(tmp / "annotations" / CLASS_INDEX_FILE, spec.classes)
             (tmp / "spec.json").write_text(json.dumps(asdict(spec), indent=2, sort_keys=True) + "\n")
             (tmp / "DONE").write_text("")
             os.replace(tmp, root)  # atomic: readers see nothing or everything

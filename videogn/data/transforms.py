@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["train_transform", "eval_transform", "normalize", "resize_short_side", "spatial_crops"]
+__all__ = ["train_transform", "eval_transform", "normalize", "normalize_batch", "resize_short_side", "spatial_crops"]
 
 
 def _check_clip(clip: torch.Tensor) -> None:
@@ -48,10 +48,7 @@ def normalize(
 
     With ``channels_last`` the result keeps channels as the innermost dimension in memory (a batch
     stacked from such clips by :func:`~videogn.data.collate_clips` is ``torch.channels_last_3d``)."""
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"mean and std need 3 values, got mean={tuple(mean)}, std={tuple(std)}")
-    if min(std) <= 0:
-        raise ValueError(f"std must be > 0, got {tuple(std)}")
+    _check_mean_std(mean, std)
     scale = torch.tensor([1.0 / (255.0 * v) for v in std])
     shift = torch.tensor([m / v for m, v in zip(mean, std)])
     if channels_last:
@@ -61,6 +58,35 @@ def normalize(
     out = torch.empty((3, t, h, w), dtype=torch.float32)
     out.copy_(clip.permute(3, 0, 1, 2))  # convert + transpose in one pass
     return out.mul_(scale.view(3, 1, 1, 1)).sub_(shift.view(3, 1, 1, 1))  # (3, T, H, W)
+
+
+def _check_mean_std(mean: Sequence[float], std: Sequence[float]) -> None:
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"mean and std need 3 values, got mean={tuple(mean)}, std={tuple(std)}")
+    if min(std) <= 0:
+        raise ValueError(f"std must be > 0, got {tuple(std)}")
+
+
+def normalize_batch(
+    video: torch.Tensor, mean: Sequence[float], std: Sequence[float], *, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 clips (..., 3, T, H, W) -> ``dtype`` ``(x / 255 - mean) / std``, on ``video``'s device.
+
+    For datasets built with ``dtype="uint8"``: the float conversion then runs where the model does
+    (a quarter of the bytes cross worker pipes and the host-to-device copy). The memory layout is
+    kept (a ``channels_last_3d`` batch stays so). Equals :func:`normalize` on the same clip.
+    """
+    if not isinstance(video, torch.Tensor) or video.dtype != torch.uint8:
+        raise TypeError(f"video must be a uint8 tensor (..., 3, T, H, W), got {type(video).__name__} "
+                        f"{getattr(video, 'dtype', '')}")
+    if video.ndim < 4 or video.shape[-4] != 3:
+        raise ValueError(f"video must have shape (..., 3, T, H, W), got {tuple(video.shape)}")
+    _check_mean_std(mean, std)
+    # same arithmetic as normalize: x * (1 / (255 std)) - mean / std, in float32
+    scale = torch.tensor([1.0 / (255.0 * v) for v in std], device=video.device).view(3, 1, 1, 1)
+    shift = torch.tensor([m / v for m, v in zip(mean, std)], device=video.device).view(3, 1, 1, 1)
+    out = video.to(torch.float32)  # preserve_format: keeps channels-last strides
+    return out.mul_(scale).sub_(shift).to(dtype)
 
 
 def train_transform(
@@ -73,6 +99,7 @@ def train_transform(
     std: Sequence[float] = (0.225, 0.225, 0.225),
     channels_last: bool = False,
     generator: torch.Generator | None = None,
+    normalized: bool = True,
 ) -> torch.Tensor:
     """Short-side scale jitter S ~ U{scale[0]..scale[1]}, random ``crop_size`` square crop,
     horizontal flip with p=0.5, normalisation.
@@ -80,9 +107,11 @@ def train_transform(
     Args:
         clip: uint8 (T, H, W, 3).
         generator: torch generator (default: global RNG, seeded per DataLoader worker).
+        normalized: False returns the uint8 clip (3, T, crop, crop), C innermost in memory, for
+            :func:`normalize_batch` on the training device (``mean``/``std``/``channels_last`` unused).
 
     Returns:
-        float (3, T, crop_size, crop_size).
+        float (3, T, crop_size, crop_size) (uint8 when not ``normalized``).
     """
     _check_clip(clip)
     lo, hi = scale
@@ -102,6 +131,8 @@ def train_transform(
     x = _resize_thwc(crop, (crop_size, crop_size))  # (T, crop, crop, 3)
     if flip and bool(torch.rand((1,), generator=generator) < 0.5):
         x = x.flip(2)  # after the resize: flips the smaller tensor
+    if not normalized:
+        return x.permute(3, 0, 1, 2)  # (3, T, crop, crop) view
     return normalize(x, mean, std, channels_last=channels_last)
 
 
@@ -146,17 +177,21 @@ def eval_transform(
     mean: Sequence[float] = (0.45, 0.45, 0.45),
     std: Sequence[float] = (0.225, 0.225, 0.225),
     channels_last: bool = False,
+    normalized: bool = True,
 ) -> torch.Tensor:
     """Test-time views: short side to ``scale``, then 1 (centre) or 3 square crops of ``crop_size``,
-    normalised. (Named ``eval_*`` so that pytest never collects it as a test.)
+    normalised (``normalized=False``: uint8, for :func:`normalize_batch`). (Named ``eval_*`` so that
+    pytest never collects it as a test.)
 
     The paper protocol's fully convolutional test is ``scale=256, crop_size=256, num_crops=3``.
 
     Returns:
-        float (num_crops, 3, T, crop_size, crop_size).
+        float (num_crops, 3, T, crop_size, crop_size) (uint8 when not ``normalized``).
     """
     x = resize_short_side(clip, scale)  # (T, H', W', 3)
     crops = spatial_crops(x, crop_size, num_crops)  # each (T, crop, crop, 3)
+    if not normalized:
+        return torch.stack([c.permute(3, 0, 1, 2) for c in crops])  # (num_crops, 3, T, crop, crop) uint8
     if channels_last:  # (num_crops, 3, T, crop, crop) with C innermost in memory
         return normalize(torch.cat(crops), mean, std, channels_last=True).unflatten(1, (num_crops, -1)).transpose(0, 1)
     return torch.stack([normalize(c, mean, std) for c in crops])  # (num_crops, 3, T, crop, crop)

@@ -1,244 +1,26 @@
-"""Kinetics annotations (official CSVs, list files, folder-per-class trees) and the clip dataset.
-
-Layouts understood for ``root`` with an official CSV: any tree under ``root`` (``split/label/file``,
-``label/file`` or flat) -- files are matched by name (``filename_pattern``, any video extension),
-found by one recursive scan. List files hold ``relative/path.mp4 label_index`` lines.
+"""The clip dataset over annotated videos (:class:`KineticsDataset`: official Kinetics CSVs, list
+files, folder-per-class trees, and the built-in synthetic set, which is written in the Kinetics
+layout), the batch collate function and the DataLoader worker seeding. Annotation parsing lives in
+:mod:`videogn.data.annotations`.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import os
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from videogn.data.annotations import DEFAULT_FILENAME_PATTERN, MissingVideo, VideoRecord, load_annotations
 from videogn.data.decode import VideoDecodeError, VideoReader
 from videogn.data.sampling import SHORT_VIDEO_RULES, clip_step, eval_clip_indices, train_clip_indices
 from videogn.data.transforms import eval_transform, train_transform
 
-__all__ = [
-    "VIDEO_EXTENSIONS",
-    "VideoRecord",
-    "read_kinetics_csv",
-    "read_list_file",
-    "scan_class_folders",
-    "find_videos",
-    "load_class_index",
-    "write_class_index",
-    "resolve_csv_records",
-    "build_kinetics_index",
-    "KineticsDataset",
-    "collate_clips",
-    "make_worker_init_fn",
-]
-
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
-SPLIT_ALIASES = {"val": "validate", "validation": "validate", "valid": "validate"}
-
-
-@dataclass
-class VideoRecord:
-    """One annotated video. ``path`` is None when the file was not found; ``label`` is -1 when
-    the annotation has none (Kinetics test CSVs)."""
-
-    key: str
-    path: Path | None
-    label: int
-    label_name: str | None = None
-
-
-# ----------------------------------------------------------------------------------------------
-# annotation parsing
-
-
-def read_kinetics_csv(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:
-    """Rows of an official Kinetics-400/600/700 CSV (``label,youtube_id,time_start,time_end,split``
-    [,``is_cc``]; test CSVs may lack ``label``).
-
-    Args:
-        split: keep rows whose ``split`` column matches (``"val"`` == ``"validate"``).
-
-    Returns:
-        dicts with keys label (str or None), youtube_id, time_start, time_end (int), split.
-    """
-    path = Path(path)
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        fields = set(reader.fieldnames or [])
-        need = {"youtube_id", "time_start", "time_end"}
-        if not need <= fields:
-            raise ValueError(f"{path}: not a Kinetics CSV, columns {sorted(fields)} lack {sorted(need - fields)}")
-        want = SPLIT_ALIASES.get(split, split) if split else None
-        rows = []
-        for n, row in enumerate(reader, start=2):
-            try:
-                rec = {
-                    "label": row["label"].strip() if row.get("label") else None,
-                    "youtube_id": row["youtube_id"].strip(),
-                    "time_start": int(float(row["time_start"])),
-                    "time_end": int(float(row["time_end"])),
-                    "split": (row.get("split") or "").strip(),
-                }
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{path}:{n}: bad row {row} ({e})") from e
-            if want and SPLIT_ALIASES.get(rec["split"], rec["split"]) != want:
-                continue
-            rows.append(rec)
-    return rows
-
-
-def read_list_file(path: str | Path) -> list[tuple[str, int]]:
-    """``relative/path.mp4 label_index`` lines (blank lines and ``#`` comments skipped; the path
-    may contain spaces, the label is the last field)."""
-    path = Path(path)
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2:
-            raise ValueError(f"{path}:{n}: expected 'relative/path label_index', got {line!r}")
-        try:
-            label = int(parts[1])
-        except ValueError as e:
-            raise ValueError(f"{path}:{n}: label must be an integer, got {parts[1]!r}") from e
-        out.append((parts[0], label))
-    return out
-
-
-def scan_class_folders(root: str | Path) -> tuple[list[str], list[tuple[Path, str]]]:
-    """Folder-per-class tree ``root/<class>/**/<video>``.
-
-    Returns:
-        (sorted class names, [(video path, class name)] sorted by path).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"root {str(root)!r} is not a directory")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    items = []
-    for c in classes:
-        for dirpath, _, files in os.walk(root / c):
-            for name in files:
-                if name.lower().endswith(VIDEO_EXTENSIONS):
-                    items.append((Path(dirpath) / name, c))
-    items.sort(key=lambda t: str(t[0]))
-    return classes, items
-
-
-def find_videos(root: str | Path) -> dict[str, Path]:
-    """Map file stem -> path for every video under ``root`` (one recursive scan). When a stem occurs
-    twice, the first in sorted path order wins (deterministic)."""
-    found: dict[str, Path] = {}
-    for dirpath, dirnames, files in os.walk(root):
-        dirnames.sort()
-        for name in sorted(files):
-            if name.lower().endswith(VIDEO_EXTENSIONS):
-                found.setdefault(os.path.splitext(name)[0], Path(dirpath) / name)
-    return found
-
-
-def load_class_index(spec: str | Path | Mapping[str, int]) -> dict[str, int]:
-    """A class-index JSON file (``{"name": idx}``) or mapping, validated (indices 0..K-1, unique)."""
-    if isinstance(spec, Mapping):
-        mapping = dict(spec)
-    else:
-        mapping = json.loads(Path(spec).read_text(encoding="utf-8"))
-    if not isinstance(mapping, dict) or not all(isinstance(v, int) for v in mapping.values()):
-        raise ValueError(f"class_index must map class names to ints, got {type(mapping).__name__}")
-    if sorted(mapping.values()) != list(range(len(mapping))):
-        raise ValueError(f"class_index values must be 0..{len(mapping) - 1} without gaps or repeats")
-    return mapping
-
-
-def write_class_index(path: str | Path, classes: Sequence[str]) -> Path:
-    """Write ``{"name": idx}`` (sorted by index) as JSON; returns the path."""
-    path = Path(path)
-    path.write_text(json.dumps({c: i for i, c in enumerate(classes)}, indent=1) + "\n", encoding="utf-8")
-    return path
-
-
-def _default_class_index_path(annotation: Path | None, root: Path) -> Path:
-    if annotation is None:
-        return root / "classes.json"
-    return annotation.parent / "classes.json"
-
-
-def resolve_csv_records(
-    rows: Sequence[Mapping[str, Any]],
-    root: str | Path,
-    class_to_idx: Mapping[str, int],
-    filename_pattern: str = "{youtube_id}_{time_start:06d}_{time_end:06d}.mp4",
-    videos: Mapping[str, Path] | None = None,
-) -> list[VideoRecord]:
-    """Attach files under ``root`` to CSV rows. A file matches by stem, any video extension."""
-    videos = find_videos(root) if videos is None else videos
-    out = []
-    for row in rows:
-        name = filename_pattern.format(**row)
-        stem = os.path.splitext(name)[0]
-        label_name = row.get("label")
-        if label_name is not None and label_name not in class_to_idx:
-            raise ValueError(f"label {label_name!r} is not in the class index ({len(class_to_idx)} classes)")
-        label = class_to_idx[label_name] if label_name is not None else -1
-        out.append(VideoRecord(key=name, path=videos.get(stem), label=label, label_name=label_name))
-    return out
-
-
-def build_kinetics_index(
-    csv_paths: Sequence[str | Path],
-    root: str | Path,
-    out_dir: str | Path,
-    *,
-    filename_pattern: str = "{youtube_id}_{time_start:06d}_{time_end:06d}.mp4",
-    class_index: str | Path | Mapping[str, int] | None = None,
-) -> dict[str, Any]:
-    """Turn official Kinetics CSVs and a video folder into list files the dataset loads fast.
-
-    Writes into ``out_dir``: ``classes.json`` (sorted union of the CSV labels unless
-    ``class_index`` is given), and per CSV ``<stem>.txt`` (``relative/path label_index``, label -1
-    for unlabelled test rows) and ``<stem>_missing.txt`` (expected file names not found).
-
-    Returns:
-        summary: {csv stem: {"rows", "found", "missing"}} plus "num_classes" and "class_index".
-    """
-    root, out_dir = Path(root), Path(out_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"root {str(root)!r} is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tables = {Path(p).stem: read_kinetics_csv(p) for p in csv_paths}
-    if class_index is not None:
-        class_to_idx = load_class_index(class_index)
-    else:
-        labels = sorted({r["label"] for rows in tables.values() for r in rows if r["label"] is not None})
-        class_to_idx = {c: i for i, c in enumerate(labels)}
-    classes_path = write_class_index(out_dir / "classes.json", sorted(class_to_idx, key=class_to_idx.__getitem__))
-    videos = find_videos(root)
-    summary: dict[str, Any] = {
-        "num_classes": len(class_to_idx), "class_index": str(classes_path), "num_files": len(videos)
-    }
-    for stem, rows in tables.items():
-        recs = resolve_csv_records(rows, root, class_to_idx, filename_pattern, videos)
-        found = [r for r in recs if r.path is not None]
-        missing = [r.key for r in recs if r.path is None]
-        (out_dir / f"{stem}.txt").write_text(
-            "".join(f"{r.path.relative_to(root).as_posix()} {r.label}\n" for r in found), encoding="utf-8"
-        )
-        (out_dir / f"{stem}_missing.txt").write_text("".join(f"{k}\n" for k in missing), encoding="utf-8")
-        summary[stem] = {"rows": len(recs), "found": len(found), "missing": len(missing)}
-    return summary
-
-
-# ----------------------------------------------------------------------------------------------
-# dataset
+__all__ = ["KineticsDataset", "collate_clips", "make_worker_init_fn"]
 
 
 def _parse_index(item: Any) -> tuple[int, int | None, int | None]:
@@ -268,8 +50,9 @@ class KineticsDataset(torch.utils.data.Dataset):
         num_clips, num_crops: test views (V = num_clips * num_crops).
         train_scale, crop_size, test_scale, flip, mean, std, channels_last: see
             :mod:`videogn.data.transforms`.
-        class_index: JSON path or mapping; default: ``classes.json`` beside the annotation (or in
-            ``root``) if it exists, else built sorted and written there when writable.
+        class_index: JSON path or mapping; default: see the class-index policy of
+            :func:`~videogn.data.annotations.load_annotations` (the dataset never writes it: use
+            ``write_class_index(path, dataset.classes)``).
         filename_pattern: CSV row -> file name.
         backend: decoding backend for :class:`VideoReader`.
         bad_video_log: train mode: file to which every bad video is appended (path + error).
@@ -277,9 +60,16 @@ class KineticsDataset(torch.utils.data.Dataset):
         short_video: clip rule for videos shorter than a clip (``"loop"`` or ``"repeat_last"``).
         keep_missing: keep annotated-but-missing files as samples (they come back ``valid=False``);
             default: True in test mode (so evaluation counts them), False in train mode.
+        dtype: ``"float32"`` (normalised clips) or ``"uint8"`` (raw pixels after the geometry; the
+            caller normalises on the training device with :func:`~videogn.data.transforms.normalize_batch`
+            and the same ``mean``/``std``: 4x fewer bytes from workers and to the device).
 
-    Items: ``dict(video, label, index, path, valid, error)``; ``video`` is float (3, T, H, W) in
-    train mode, (V, 3, T, H, W) in test mode. A bad video is replaced in train mode (logged) and
+    Attributes: ``records``, ``classes``, ``class_to_idx``, ``class_index_path``, ``missing``
+    (:class:`~videogn.data.annotations.MissingVideo` for each annotated video without a file; in
+    train mode they are left out of the samples, in test mode kept as ``valid=False`` items).
+
+    Items: ``dict(video, label, index, path, valid, error)``; ``video`` is float (uint8 with
+    ``dtype="uint8"``) (3, T, H, W) in train mode, (V, 3, T, H, W) in test mode. A bad video is replaced in train mode (logged) and
     never in test mode (zeros, ``valid=False``, ``error`` says why).
     """
 
@@ -303,13 +93,16 @@ class KineticsDataset(torch.utils.data.Dataset):
         std: Sequence[float] = (0.225, 0.225, 0.225),
         channels_last: bool = False,
         class_index: str | Path | Mapping[str, int] | None = None,
-        filename_pattern: str = "{youtube_id}_{time_start:06d}_{time_end:06d}.mp4",
+        filename_pattern: str = DEFAULT_FILENAME_PATTERN,
         backend: str = "auto",
         bad_video_log: str | Path | None = None,
         max_retries: int = 10,
         short_video: str = "loop",
         keep_missing: bool | None = None,
+        dtype: str = "float32",
     ) -> None:
+        if dtype not in ("float32", "uint8"):
+            raise ValueError(f"dtype must be 'float32' or 'uint8', got {dtype!r}")
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
         if not isinstance(num_frames, int) or num_frames < 1:
@@ -327,12 +120,10 @@ class KineticsDataset(torch.utils.data.Dataset):
             raise ValueError(f"backend must be 'auto', 'decord' or 'pyav', got {backend!r}")
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        ann = load_annotations(root, annotation, split=split, class_index=class_index,
+                               filename_pattern=filename_pattern)
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"root {str(self.root)!r} is not a directory")
         self.annotation = Path(annotation) if annotation is not None else None
-        if self.annotation is not None and not self.annotation.is_file():
-            raise FileNotFoundError(f"annotation {str(self.annotation)!r} not found")
         self.split, self.mode = split, mode
         self.num_frames, self.stride, self.target_fps = num_frames, stride, target_fps
         self.num_clips, self.num_crops = num_clips, num_crops
@@ -341,73 +132,16 @@ class KineticsDataset(torch.utils.data.Dataset):
         self.filename_pattern, self.backend = filename_pattern, backend
         self.bad_video_log = Path(bad_video_log) if bad_video_log is not None else None
         self.max_retries, self.short_video = max_retries, short_video
+        self.dtype = dtype
         keep_missing = (mode == "test") if keep_missing is None else keep_missing
         self.keep_missing = keep_missing
 
-        records, classes_from_data = self._load_records(class_index)
-        self.missing = [r.key for r in records if r.path is None]
-        self.records = records if keep_missing else [r for r in records if r.path is not None]
-        self.class_to_idx = self._class_to_idx
-        self.classes = [c for c, _ in sorted(self.class_to_idx.items(), key=lambda kv: kv[1])] or classes_from_data
-
-    # -- annotation ---------------------------------------------------------------------------
-    def _resolve_class_index(self, spec: Any, labels: Sequence[str]) -> dict[str, int]:
-        if spec is not None:
-            mapping = load_class_index(spec)
-            self.class_index_path = None if isinstance(spec, Mapping) else Path(spec)
-            return mapping
-        path = _default_class_index_path(self.annotation, self.root)
-        self.class_index_path = path
-        if path.is_file():
-            return load_class_index(path)
-        classes = sorted(set(labels))
-        if not classes:  # unlabelled annotation (a Kinetics test CSV): nothing worth writing
-            self.class_index_path = None
-            return {}
-        try:
-            write_class_index(path, classes)
-        except OSError:
-            self.class_index_path = None  # read-only location: the map stays in memory
-        return {c: i for i, c in enumerate(classes)}
-
-    def _load_records(self, class_index: Any) -> tuple[list[VideoRecord], list[str]]:
-        ann = self.annotation
-        if ann is None:
-            classes, items = scan_class_folders(self.root)
-            self._class_to_idx = self._resolve_class_index(class_index, classes)
-            unknown = sorted(set(classes) - set(self._class_to_idx))
-            if unknown:
-                raise ValueError(f"class folders {unknown[:5]} are not in the class index")
-            recs = [VideoRecord(str(p.relative_to(self.root)), p, self._class_to_idx[c], c) for p, c in items]
-            return recs, classes
-        if ann.suffix.lower() == ".csv":
-            rows = read_kinetics_csv(ann, self.split)
-            labels = [r["label"] for r in rows if r["label"] is not None]
-            self._class_to_idx = self._resolve_class_index(class_index, labels)
-            return resolve_csv_records(rows, self.root, self._class_to_idx, self.filename_pattern), []
-        if self.split is not None:
-            raise ValueError(f"split={self.split!r} needs a Kinetics CSV annotation, got {str(ann)!r}")
-        pairs = read_list_file(ann)
-        if class_index is not None:
-            self._class_to_idx = load_class_index(class_index)
-            self.class_index_path = None if isinstance(class_index, Mapping) else Path(class_index)
-        else:
-            beside = ann.parent / "classes.json"
-            if beside.is_file():
-                self._class_to_idx = load_class_index(beside)
-                self.class_index_path = beside
-            else:  # list files carry indices only: name the classes by their index
-                k = max((lab for _, lab in pairs), default=-1) + 1
-                self._class_to_idx = {str(i): i for i in range(k)}
-                self.class_index_path = None
-        num = len(self._class_to_idx)
-        recs = []
-        for rel, lab in pairs:
-            if not -1 <= lab < num:
-                raise ValueError(f"{ann}: label {lab} of {rel!r} is outside 0..{num - 1}")
-            p = self.root / rel
-            recs.append(VideoRecord(rel, p if p.is_file() else None, lab))
-        return recs, []
+        self.class_to_idx: dict[str, int] = ann.class_to_idx
+        self.classes: list[str] = ann.classes
+        self.class_index_path: Path | None = ann.class_index_path
+        # annotated videos without a file: named, so a run can report them (write_missing_videos)
+        self.missing: list[MissingVideo] = ann.missing
+        self.records = ann.records if keep_missing else [r for r in ann.records if r.path is not None]
 
     # -- info -----------------------------------------------------------------------------------
     @property
@@ -433,9 +167,9 @@ class KineticsDataset(torch.utils.data.Dataset):
             "num_videos": len(self.records),
             "num_annotated": len(self.records) + (0 if self.keep_missing else len(self.missing)),
             "num_missing": len(self.missing),
-            "missing": list(self.missing),
+            "missing": [m.key for m in self.missing],
             "num_classes": self.num_classes,
-            "class_index": str(self.class_index_path) if getattr(self, "class_index_path", None) else None,
+            "class_index": str(self.class_index_path) if self.class_index_path else None,
             "num_frames": self.num_frames,
             "stride": self.stride,
             "target_fps": self.target_fps,
@@ -484,7 +218,8 @@ class KineticsDataset(torch.utils.data.Dataset):
                 # (T, H, W, 3); distinct sorted indices (the usual case) need no gather copy
                 clip = frames if np.array_equal(inv, np.arange(len(inv))) else frames[torch.from_numpy(inv)]
                 video = train_transform(clip, scale=self.train_scale, crop_size=crop, flip=self.flip,
-                                        mean=self.mean, std=self.std, channels_last=self.channels_last)
+                                        mean=self.mean, std=self.std, channels_last=self.channels_last,
+                                        normalized=self.dtype == "float32")
                 return {"video": video, "label": rec.label, "index": index, "path": self._path_of(rec),
                         "valid": True, "error": ""}
             except VideoDecodeError as e:
@@ -506,13 +241,14 @@ class KineticsDataset(torch.utils.data.Dataset):
             for k in range(self.num_clips):
                 clip = frames[torch.from_numpy(inv[k])]  # (T, H, W, 3)
                 views.append(eval_transform(clip, scale=self.test_scale, crop_size=crop, num_crops=self.num_crops,
-                                            mean=self.mean, std=self.std, channels_last=self.channels_last))
+                                            mean=self.mean, std=self.std, channels_last=self.channels_last,
+                                            normalized=self.dtype == "float32"))
             video = torch.cat(views)  # (V, 3, T, crop, crop), clip-major
             if self.channels_last:  # torch.cat returns a contiguous tensor; put C innermost again
                 video = video.movedim(1, -1).contiguous().movedim(-1, 1)
             valid, error = True, ""
         except VideoDecodeError as e:
-            video = torch.zeros(self.num_views, 3, t, crop, crop)
+            video = torch.zeros(self.num_views, 3, t, crop, crop, dtype=getattr(torch, self.dtype))
             valid, error = False, str(e)
         return {"video": video, "label": rec.label, "index": index, "path": self._path_of(rec),
                 "valid": valid, "error": error}
