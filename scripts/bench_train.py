@@ -1,7 +1,10 @@
 """Training-step throughput and peak memory of I3D-R50 with GN, BN and frozen BN, over (T, B).
 
-A step is: forward, cross-entropy, backward, SGD (Nesterov, momentum 0.9, weight decay 1e-4 on
-conv/fc weights) step, zero_grad. For each (T, B):
+A step is the trainer's own (:func:`videogn.runtime.forward_backward` and
+:func:`videogn.runtime.optimizer_step`) with the trainer's optimizer
+(:func:`videogn.optim.build_sgd`: Nesterov SGD, momentum 0.9, weight decay 1e-4, none on
+norm parameters and biases), on a fresh random batch each step (one batch reused over many steps
+let GN gradients turn denormal and slow the CPU down). For each (T, B):
 
 Time: one process builds a model per norm and runs them round by round (one step each per
 round, the order rotating), so load from other processes on a shared machine falls on every norm
@@ -20,7 +23,7 @@ memory hides in another's allocator caches:
 Usage:
     python scripts/bench_train.py --out bench_train_cpu.json                  # CPU, 64x64, quick
     python scripts/bench_train.py --device cuda --size 224 --configs 8x8,16x4,32x2,64x1 \\
-        --steps 10 --warmup 3 --amp bf16 --channels-last --out bench_train_cuda.json
+        --steps 10 --warmup 3 --precision bf16 --channels-last --out bench_train_cuda.json
     python scripts/bench_train.py --model i3d_tiny --configs 8x8 --steps 10 --warmup 3
 """
 
@@ -36,6 +39,8 @@ import subprocess
 import sys
 import time
 from typing import Any, Optional
+
+from videogn.runtime import PRECISIONS, check_training_precision, resolve_device
 
 NORMS = ("gn", "gn_unfused", "bn", "frozen_bn")
 
@@ -74,53 +79,49 @@ def _reset_rss_peak() -> bool:
 
 
 def _setup(args: argparse.Namespace, norm: str) -> tuple[Any, Any]:
-    """Model, optimizer and one step function for ``norm`` at (args.frames, args.batch)."""
+    """Device and one training-step function for ``norm`` at (args.frames, args.batch)."""
     import torch
-    import torch.nn.functional as F
 
     from videogn import convert_norm
+    from videogn.optim import build_sgd
     from videogn.models import create_model
+    from videogn.runtime import forward_backward, optimizer_step, resolve_device, seed_everything
 
-    device = torch.device(args.device)
-    torch.manual_seed(0)
+    device = resolve_device(args.device)
+    seed_everything(0)
     fmt = torch.channels_last_3d if args.channels_last else torch.contiguous_format
-    x = torch.randn(args.batch, 3, args.frames, args.size, args.size, device=device)  # (N, C, T, H, W)
-    x = x.contiguous(memory_format=fmt)
-    y = torch.randint(0, args.num_classes, (args.batch,), device=device)
+
+    def batch() -> tuple[Any, Any]:
+        x = torch.randn(args.batch, 3, args.frames, args.size, args.size, device=device)  # (N, C, T, H, W)
+        y = torch.randint(0, args.num_classes, (args.batch,), device=device)
+        return x.contiguous(memory_format=fmt), y
+
     if norm == "frozen_bn":
         # The paper's BN*: a BN model whose statistics are fixed. Untrained frozen BN is the
-        # identity and diverges at once, so take the statistics from one pass over the batch.
+        # identity and diverges at once, so take the statistics from one pass over a batch.
         model = create_model(args.model, args.num_classes, norm="bn", norm_kwargs={"momentum": None})
         model = model.to(device=device, memory_format=fmt).train()
         with torch.no_grad():
-            model(x)
+            model(batch()[0])
         model = convert_norm(model, to="frozen_bn")
     else:
         model = create_model(
             args.model, args.num_classes, norm="gn" if norm == "gn_unfused" else norm,
             fuse_norm_act=norm != "gn_unfused",
         ).to(device)
-    model = model.to(memory_format=fmt)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]  # norms and biases: no weight decay
-    opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": 1e-4}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=0.01, momentum=0.9, nesterov=True,
-    )
-    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
-    model.train()
+    model = model.to(memory_format=fmt).train()
+    opt = build_sgd(model, 0.01)
+    scaler = torch.amp.GradScaler("cuda") if args.precision == "fp16" else None
 
     def step() -> float:
+        x, y = batch()  # fresh every step, drawn outside the timed region
         _sync(device)
         start = time.perf_counter()
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss = forward_backward(model, x, y, precision=args.precision, scaler=scaler)
+        applied = optimizer_step(model, opt, scaler=scaler)
         _sync(device)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite loss {loss.item()} for {norm} T={args.frames} B={args.batch}")
+        if not applied and scaler is None:
+            raise RuntimeError(f"non-finite loss or gradient ({loss.item()}) for {norm} T={args.frames} B={args.batch}")
         return time.perf_counter() - start
 
     return device, step
@@ -189,7 +190,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed rounds (each norm one step per round)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds (oneDNN/cuDNN pick kernels)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
-    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="as trainer.precision")
     parser.add_argument("--channels-last", action="store_true", help="model and input in channels_last_3d")
     parser.add_argument("--no-memory", action="store_true", help="skip the isolated memory runs")
     parser.add_argument("--out", default=None, help="write results as JSON here")
@@ -209,26 +210,28 @@ def main() -> None:
 
     import torch
 
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device available")
+    try:
+        device = resolve_device(args.device)
+        check_training_precision(args.precision, device)
+    except ValueError as err:
+        raise SystemExit(f"--device/--precision: {err}") from None
+    args.device = str(device)
     norms = [n.strip() for n in args.norms.split(",") if n.strip()]
     for n in norms:
         if n not in NORMS:
             raise SystemExit(f"--norms: unknown norm {n!r}; valid: {', '.join(NORMS)}")
     configs = _parse_configs(args.configs)
     machine = (
-        torch.cuda.get_device_name(0) if args.device == "cuda"
+        torch.cuda.get_device_name(device) if device.type == "cuda"
         else f"{os.cpu_count()}-core {platform.machine()} CPU, "
         f"{args.threads or torch.get_num_threads()} torch thread(s) per process"
     )
     print(f"# {args.model} training step on {machine}, torch {torch.__version__}, "
-          f"{args.size}x{args.size}, amp={args.amp}, channels_last={args.channels_last}, "
+          f"{args.size}x{args.size}, precision={args.precision}, channels_last={args.channels_last}, "
           f"load avg {os.getloadavg()[0]:.2f}")
     common = [sys.executable, os.path.abspath(__file__), "--device", args.device, "--model", args.model,
               "--num-classes", str(args.num_classes), "--size", str(args.size), "--threads", str(args.threads),
-              "--amp", args.amp] + (["--channels-last"] if args.channels_last else [])
+              "--precision", args.precision] + (["--channels-last"] if args.channels_last else [])
 
     def worker(extra: list[str]) -> Any:
         proc = subprocess.run(common + extra, capture_output=True, text=True)
@@ -279,7 +282,7 @@ def main() -> None:
         with open(args.out, "w") as fh:
             json.dump({
                 "machine": machine, "torch": torch.__version__, "device": args.device, "model": args.model,
-                "size": args.size, "amp": args.amp, "channels_last": args.channels_last,
+                "size": args.size, "precision": args.precision, "channels_last": args.channels_last,
                 "steps": args.steps, "warmup": args.warmup, "load_avg_end": os.getloadavg(),
                 "results": results, "overhead_vs_bn": overhead,
             }, fh, indent=2)

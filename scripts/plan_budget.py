@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Measure, for each clip length, the largest clips per batch whose training step fits a memory budget.
 
-Every number comes from running real training steps (forward, backward, SGD step) of the model on
-this machine's device — see ``videogn.engine.memory`` for what is measured and how.
+Every number comes from running real training steps (the trainer's step: forward, backward, SGD step) of the model on
+this machine's device — see ``videogn.budget.memory`` for what is measured and how.
 
     # an 8 GiB GPU budget for I3D-R50 GN at 224^2, T = 8..64
     python scripts/plan_budget.py --model i3d_r50 --norm gn --frames 8 16 32 64 --crop-size 224 \\
@@ -23,7 +23,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from videogn.engine.memory import AMP_MODES, METHODS, format_bytes, format_plan, parse_bytes, plan_budget, save_plan
+from videogn.budget import METHODS, format_bytes, format_plan, parse_bytes, plan_budget, save_plan
+from videogn.runtime import PRECISIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--method", default="auto", choices=METHODS,
                    help="auto: cuda on GPU, alloc (profiler allocation events) on CPU; rss: subprocess peak RSS")
-    p.add_argument("--amp", default="none", choices=AMP_MODES, help="autocast dtype (default: none)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="training precision, as trainer.precision (default: fp32)")
     p.add_argument("--num-classes", type=int, default=400, help="classifier size (default: 400)")
     p.add_argument("--probe", type=int, nargs="+", default=[1, 2], help="first batch sizes measured (default: 1 2)")
     p.add_argument("--max-batch-size", type=int, default=1024, help="largest B considered (default: 1024)")
@@ -67,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows = plan_budget(
         args.model, args.norm, args.frames, args.crop_size, budget, args.device,
         num_classes=args.num_classes, probe_batch_sizes=args.probe, max_batch_size=args.max_batch_size,
-        check_next=not args.no_check_next, method=args.method, amp=args.amp, progress=show,
+        check_next=not args.no_check_next, method=args.method, precision=args.precision, progress=show,
     )
     elapsed = time.perf_counter() - start
     print(format_plan(rows))
