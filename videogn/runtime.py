@@ -7,10 +7,10 @@ A leaf module (torch only), so every layer can use it and the GPU check runs on 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from typing import Any, Optional, Union
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -20,7 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 __all__ = [
     "PRECISIONS",
     "autocast_context",
-    "check_precision",
+    "check_training_precision",
+    "env_rank",
     "forward_backward",
     "grads_finite",
     "optimizer_step",
@@ -33,12 +34,19 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def check_precision(precision: str, device: torch.device) -> None:
-    """Refuse a precision the device cannot train in (names ``trainer.precision`` and why)."""
+def check_training_precision(precision: str, device: torch.device) -> None:
+    """Refuse a precision this device cannot train in; the message names ``trainer.precision`` and why."""
     if precision not in PRECISIONS:
         raise ValueError(f"trainer.precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(f"trainer.precision must be 'fp32' or 'bf16' on the CPU, got {precision!r}")
+    if precision == "bf16" and device.type == "cpu":
+        # Seen on an AVX-512 Xeon: Conv3d weight gradients under CPU bf16 autocast came out NaN
+        # (oneDNN's bf16 kernels) while the loss stayed finite. Not safe on every CPU: refused.
+        raise ValueError(
+            "trainer.precision='bf16' is refused on the CPU: CPU bf16 autocast gave NaN Conv3d weight "
+            "gradients on some CPUs; use trainer.precision=fp32 on the CPU (bf16 is for CUDA)"
+        )
 
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -67,6 +75,8 @@ def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global generators."""
+    import numpy as np  # not a torch dependency: a bare GPU machine may lack it
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -105,12 +115,12 @@ def forward_backward(
     return loss.detach()
 
 
-def grads_finite(model: nn.Module) -> bool:
-    """Whether every gradient is finite on every rank (one all-reduce when distributed)."""
+def grads_finite(model: nn.Module, local_ok: bool = True) -> bool:
+    """Whether every gradient is finite (and ``local_ok``) on every rank (one all-reduce when distributed)."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     device = grads[0].device if grads else next(model.parameters()).device
-    bad = torch.zeros((), dtype=torch.float32, device=device)
-    if grads:
+    bad = torch.tensor(0.0 if local_ok else 1.0, device=device)
+    if grads and local_ok:
         # one fused reduction: sum of |g| is non-finite exactly when some element is
         norms = torch._foreach_norm(grads, 1)
         bad = (~torch.isfinite(torch.stack(norms).sum())).float()
@@ -126,12 +136,14 @@ def optimizer_step(
     scaler: Optional[Any] = None,
     divide_by: float = 1.0,
     grad_clip_norm: Optional[float] = None,
+    finite: bool = True,
 ) -> bool:
     """Apply the accumulated gradients unless any is non-finite on any rank; zero them either way.
 
     Args:
         divide_by: gradients are divided by this first (the clips summed into them).
         grad_clip_norm: clip the global gradient norm to this value.
+        finite: the caller's own verdict (e.g. on the loss), agreed across ranks with the gradients'.
 
     Returns:
         True when the update was applied, False when it was skipped as non-finite.
@@ -142,7 +154,7 @@ def optimizer_step(
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         if grads:
             torch._foreach_div_(grads, divide_by)
-    applied = grads_finite(model)
+    applied = grads_finite(model, finite)
     if applied:
         if grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
@@ -154,3 +166,8 @@ def optimizer_step(
         scaler.update()  # a skipped fp16 step lowers the loss scale, as GradScaler intends
     optimizer.zero_grad(set_to_none=True)
     return applied
+
+
+def env_rank() -> int:
+    """The global rank from torchrun's ``RANK`` environment variable (0 outside torchrun)."""
+    return int(os.environ.get("RANK", "0"))

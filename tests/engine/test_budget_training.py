@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from videogn.budget import build_batch_sampler
 from videogn.config import ConfigError, validate
 from videogn.engine.build import build_dataset, resolve_data
-from videogn.engine.samplers import build_batch_sampler
 from videogn.engine.trainer import Trainer
 from videogn.models import create_model
 
@@ -162,7 +162,7 @@ def test_two_ranks_get_the_same_shape_at_every_step(compose_train, budget: str) 
     ))
     sources = resolve_data(conf.data)
     ds = build_dataset(conf.data, conf.budget, sources, "train", mode="train")
-    samplers = [build_batch_sampler("shape", ds, conf.budget, rank=r, world_size=2, seed=3, epochs=2) for r in (0, 1)]
+    samplers = [build_batch_sampler(ds, conf.budget, rank=r, world_size=2, seed=3, epochs=2) for r in (0, 1)]
     for epoch in (0, 1):
         for s in samplers:
             s.set_epoch(epoch)
@@ -218,11 +218,6 @@ def test_resume_with_a_shape_schedule(compose_train, tmp_path: Path) -> None:
 def test_bad_budget_values_name_the_field(compose_train, override: str, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         validate(compose_train("budget=constant_memory", override))
-
-
-def test_schedule_needs_the_shape_sampler(compose_train) -> None:
-    with pytest.raises(ConfigError, match="budget.sampler"):
-        validate(compose_train("budget.schedule=multigrid", "budget.sampler=fixed"))
 
 
 def test_multigrid_needs_epochs(compose_train, tmp_path: Path) -> None:

@@ -1,28 +1,34 @@
-"""Every shipped config composes and validates; bad values stop with the field and value named."""
+"""Every shipped config composes and validates; bad values stop with the field and value named;
+unknown keys are refused (with ``+`` too) naming the closest valid key; the YAML files state only
+what differs from the schema's defaults."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
+import typing
+from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
+import yaml
+from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from videogn.cli import CONFIG_MODULE, check_overrides, config_dir
 from videogn.config import ConfigError, EvalConfig, TrainConfig, register_configs, validate
-from videogn.train import CONFIG_DIR
 
 GROUPS = ("model", "norm", "data", "budget", "optim", "sched", "trainer", "experiment")
 KINETICS_PATHS = ["data.root=/data/k400", "data.train_annotation=/data/k400/train.csv", "data.val_annotation=/data/k400/validate.csv"]
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
 def _compose(name: str, overrides: list[str]):
     register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         return compose(name, overrides=overrides)
 
 
@@ -53,6 +59,7 @@ def test_default_is_the_main_job() -> None:
 @pytest.mark.parametrize(
     "experiment,norm,frames,stride,batch",
     [
+        ("k400_i3d_r50", "gn", 32, 2, 8),
         ("k400_i3d_r50_gn_32x8", "gn", 32, 2, 8),
         ("k400_i3d_r50_bn_32x8", "bn", 32, 2, 8),
         ("k400_i3d_r50_gn_32x4", "gn", 32, 2, 4),
@@ -71,6 +78,7 @@ def test_paper_rows_carry_the_recipe(experiment: str, norm: str, frames: int, st
     assert (s.name, list(s.milestones), s.gamma, conf.trainer.max_steps) == ("step", [0.375, 0.75], 0.1, 400000)
     assert (list(d.train_scale), d.crop_size, d.flip, d.test_scale, d.num_clips, d.num_crops) == (
         [256, 320], 224, True, 256, 10, 3)
+    assert conf.name == experiment and conf.trainer.precision == "bf16"
 
 
 def test_kinetics_paths_are_required() -> None:
@@ -100,7 +108,8 @@ def test_eval_checkpoint_is_required() -> None:
         ("model.name=resnet9000", "model.name"),
         ("norm.name=batchy", "norm.name"),
         ("budget.batch_size=0", "budget.batch_size"),
-        ("budget.sampler=nope", "budget.sampler"),
+        ("data.backend=ffmpeg", "data.backend"),
+        ("data.num_workers=many", "data.num_workers"),
         ("data.num_crops=2", "data.num_crops"),
         ("data.train_scale=[320,256]", "data.train_scale"),
         ("sched.milestones=[0.8,0.2]", "sched.milestones"),
@@ -116,6 +125,123 @@ def test_bad_values_name_field_and_value(override: str, named: str) -> None:
     assert named in str(err.value) and value in str(err.value)
 
 
+def test_num_workers_auto_is_the_cores_available() -> None:
+    import os
+
+    conf = validate(_compose("train", ["data=kinetics400"] + KINETICS_PATHS))
+    assert conf.data.num_workers == max(1, min(len(os.sched_getaffinity(0)), 8))
+    assert validate(_compose("train", ["data.num_workers=3"])).data.num_workers == 3
+
+
+@pytest.mark.parametrize(
+    "override,key,near",
+    [
+        ("+trainer.epoch=1", "trainer.epoch", "trainer.epochs"),
+        ("+optim.learning_rate=0.1", "optim.learning_rate", None),
+        ("+data.synthetic.num_class=4", "data.synthetic.num_class", "data.synthetic.num_classes"),
+        ("+nme=x", "nme", "name"),
+    ],
+)
+def test_keys_added_with_plus_are_refused(override: str, key: str, near: str | None) -> None:
+    """Hydra lets ``+key`` add a key the schema lacks; the job would silently ignore it."""
+    cfg = _compose("train", [override])  # composes: struct mode is lifted for "+"
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert f"{key} is not a config key" in str(err.value)
+    assert (f"did you mean {near}?" in str(err.value)) if near else ("did you mean" not in str(err.value))
+
+
+@pytest.mark.parametrize(
+    "args,key,near",
+    [
+        (["trainer.epoch=1"], "trainer.epoch", "trainer.epochs"),
+        (["+trainer.epoch=1"], "trainer.epoch", "trainer.epochs"),
+        (["++budget.batchsize=2"], "budget.batchsize", "budget.batch_size"),
+        (["model=i3d_r18", "+model.dropuot=0.1"], "model.dropuot", "model.dropout"),
+        (["epochs=3"], "epochs", None),
+        (["--cfg", "job", "trainer.epoch=1"], "trainer.epoch", "trainer.epochs"),
+    ],
+)
+def test_command_line_keys_are_checked_before_hydra_runs(args: list[str], key: str, near: str | None) -> None:
+    with pytest.raises(ConfigError) as err:
+        check_overrides(args, TrainConfig)
+    assert f"{key} is not a config key" in str(err.value)
+    if near:
+        assert f"did you mean {near}?" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["experiment=tiny", "model=i3d_r18", "norm.kwargs.num_groups=4", "+model.kwargs.width=8", "hydra.run.dir=x",
+      "trainer.epochs=3", "data.synthetic.seed=2", "~trainer.seed", "hydra/job_logging=disabled"],
+     ["--config-dir", "/tmp/mine", "mygroup=x"], ["--cfg", "job", "-p", "trainer", "trainer.epochs=2"]],
+)
+def test_valid_command_lines_pass_the_check(args: list[str]) -> None:
+    check_overrides(args, TrainConfig)
+
+
+def test_eval_keys_are_checked_against_the_eval_schema() -> None:
+    check_overrides(["checkpoint=x.pt", "num_clips=3", "data=kinetics400", "data.root=/x"], EvalConfig)
+    with pytest.raises(ConfigError, match="num_clip is not a config key; did you mean num_clips"):
+        check_overrides(["num_clip=3"], EvalConfig)
+    with pytest.raises(ConfigError, match="did you mean checkpoint"):
+        validate(_compose("eval", ["checkpoint=x.pt", "+checkpont=y.pt"]))
+
+
+def _schema_defaults(schema: type) -> dict[str, Any]:
+    """A dataclass's defaults as a plain nested dict (nested dataclasses expanded)."""
+    return OmegaConf.to_container(OmegaConf.structured(schema))  # type: ignore[return-value]
+
+
+def _redundant(values: Any, defaults: Any, prefix: str = "") -> list[str]:
+    if not isinstance(values, dict) or not isinstance(defaults, dict):
+        return [prefix.rstrip(".")] if values == defaults else []
+    out = []
+    for key, value in values.items():
+        if key in defaults and key != "defaults":
+            out += _redundant(value, defaults[key], f"{prefix}{key}.")
+    return out
+
+
+# configs/budget and configs/model are being edited elsewhere; they join this rule when cleaned.
+RULE_GROUPS = ("norm", "data", "optim", "sched", "trainer")
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in RULE_GROUPS for o in _options(g)])
+def test_group_files_state_only_what_differs_from_the_schema(group: str, option: str) -> None:
+    """The config rule (README, "Configs"): a value is said once, in the schema unless a file changes it."""
+    node = typing.get_type_hints(TrainConfig)[group]
+    defaults = _schema_defaults(node)
+    values = yaml.safe_load((config_dir() / group / f"{option}.yaml").read_text()) or {}
+    assert _redundant(values, defaults) == [], f"configs/{group}/{option}.yaml repeats the schema's defaults"
+
+
+def test_experiment_files_state_only_what_differs() -> None:
+    """An experiment's own values change the config it is laid over (the main job's)."""
+    defaults = OmegaConf.to_container(_compose("train", []))
+    for option in _options("experiment"):
+        values = yaml.safe_load((config_dir() / "experiment" / f"{option}.yaml").read_text()) or {}
+        values = {k: v for k, v in values.items() if k in ("data", "budget", "model", "optim", "sched", "trainer", "norm")}
+        assert _redundant(values, defaults) == [], option
+
+
+def test_paper_rows_differ_from_their_base_only_in_norm_budget_and_name() -> None:
+    base = OmegaConf.to_container(_compose("train", ["experiment=k400_i3d_r50"] + KINETICS_PATHS))
+    rows = [o for o in _options("experiment") if o.startswith("k400_i3d_r50_")]
+    assert len(rows) == 6
+    for row in rows:
+        cfg = OmegaConf.to_container(_compose("train", [f"experiment={row}"] + KINETICS_PATHS))
+        changed = {k for k in cfg if cfg[k] != base[k]}
+        assert changed <= {"norm", "budget", "name"}, (row, changed)
+
+
+def test_tiny_experiment_is_tiny() -> None:
+    conf = validate(_compose("train", ["experiment=tiny"]))
+    s = conf.data.synthetic
+    assert (s.num_classes, s.train_per_class, s.val_per_class, s.frames) == (3, 4, 2, 12)
+    assert (conf.trainer.max_steps, conf.trainer.device, conf.budget.batch_size, conf.data.num_workers) == (4, "cpu", 2, 0)
+
+
 @pytest.mark.parametrize(
     "override,named",
     [("optim.lr=abc", "optim.lr"), ("optim.nope=1", "nope"), ("trainer.epochs=many", "trainer.epochs")],
@@ -128,9 +254,7 @@ def test_bad_types_and_keys_fail_at_composition(override: str, named: str) -> No
 
 
 def test_synthetic_config_mirrors_the_dataset_spec():
-    """data.synthetic repeats SyntheticSpec's fields for Hydra; they must not drift apart."""
-    import dataclasses
-
+    """data.synthetic repeats SyntheticSpec's fields for Hydra (no YAML repeats them); they must not drift apart."""
     from videogn.config.schema import SyntheticConfig
     from videogn.data.synthetic import SyntheticSpec
 

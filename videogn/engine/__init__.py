@@ -1,8 +1,8 @@
 """Training and evaluation engine: trainer, multi-view evaluator, checkpoints, DDP helpers,
-metrics and the optimizer/learning-rate schedule.
+preemption and metrics.
 
-Names are imported on first use (PEP 562), so ``videogn.engine.optim`` and friends load without
-the trainer's dependencies (Hydra, TensorBoard) and without import cycles through the budget package.
+Names are imported on first use (PEP 562), so a submodule loads without the trainer's dependencies
+(Hydra, TensorBoard).
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ _EXPORTS = {
     "predict": "evaluator",
     "write_report": "evaluator",
     "classification_metrics": "metrics",
-    "LRSchedule": "optim",
-    "build_sgd": "optim",
-    "param_groups": "optim",
     "NonFiniteLossError": "trainer",
     "Trainer": "trainer",
 }

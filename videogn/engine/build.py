@@ -15,7 +15,7 @@ from torch import nn
 
 from videogn.config.schema import BudgetConfig, DataConfig, ModelConfig, NormConfig
 
-__all__ = ["DataSources", "build_dataset", "build_model", "resolve_data"]
+__all__ = ["DataSources", "build_dataset", "build_model", "report_missing_videos", "resolve_data"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,8 @@ def build_dataset(
     num_clips: Optional[int] = None,
     num_crops: Optional[int] = None,
 ):
-    """A :class:`KineticsDataset` of ``split`` ("train" | "val") in ``mode`` ("train" | "test")."""
+    """A :class:`KineticsDataset` of ``split`` ("train" | "val") in ``mode`` ("train" | "test"),
+    giving uint8 clips (normalised on the training device by :func:`videogn.data.normalize_batch`)."""
     from videogn.data import KineticsDataset
 
     if split not in ("train", "val"):
@@ -99,6 +100,7 @@ def build_dataset(
         backend=data.backend,
         bad_video_log=bad_video_log,
         max_retries=data.max_retries,
+        dtype="uint8",  # raw pixels to the device: the trainer and evaluator normalise there
     )
 
 
@@ -117,3 +119,20 @@ def build_model(model: ModelConfig, norm: NormConfig, num_classes: int) -> nn.Mo
         zero_init_last=model.zero_init_last,
         **dict(model.kwargs),
     )
+
+
+def report_missing_videos(dataset, path: Optional[Path], split: str) -> None:
+    """Log how many annotation rows of ``dataset`` have no video file and list them in ``path``
+    (an empty file when none is missing; nothing is written when ``path`` is None: ranks > 0)."""
+    import logging
+
+    from videogn.data import write_missing_videos
+
+    if path is None:
+        return
+    write_missing_videos(dataset.missing, path)
+    if dataset.missing:
+        logging.getLogger(__name__).warning(
+            "%d of the %s split's annotated videos have no video file (not used); listed in %s",
+            len(dataset.missing), split, path,
+        )

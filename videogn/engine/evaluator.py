@@ -24,8 +24,10 @@ from torch.utils.data import DataLoader, Subset
 
 from videogn.engine.distributed import DistInfo, all_gather_objects
 from videogn.engine.metrics import classification_metrics, topk_predictions
+from videogn.data.transforms import normalize_batch
+from videogn.runtime import autocast_context
 
-__all__ = ["Predictions", "evaluate", "evaluate_split", "predict", "save_confusion_matrix", "write_report"]
+__all__ = ["Predictions", "confusion_matrix_figure", "evaluate", "evaluate_split", "predict", "save_confusion_matrix", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +42,6 @@ class Predictions:
     indices: Tensor  # (N,)
     paths: list[str]
     errors: list[str]
-
-
-def _autocast(device: torch.device, precision: str):
-    from videogn.engine.trainer import autocast_context
-
-    return autocast_context(device, precision)
 
 
 @torch.no_grad()
@@ -85,7 +81,9 @@ def predict(
             out: Optional[Tensor] = None
             if ok.any():
                 x = video[ok].flatten(0, 1).to(device, non_blocking=True)  # (B' * V, 3, T, H, W)
-                with _autocast(device, precision):
+                if x.dtype == torch.uint8:  # raw pixels: normalised on the device
+                    x = normalize_batch(x, dataset.mean, dataset.std)
+                with autocast_context(device, precision):
                     logits = model(x)
                 probs = F.softmax(logits.float(), dim=1).view(int(ok.sum()), v, -1).mean(dim=1)  # (B', C)
                 out = torch.zeros(b, probs.shape[1])
@@ -189,8 +187,8 @@ def evaluate(
     return report
 
 
-def save_confusion_matrix(cm: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
-    """Row-normalised confusion matrix (rows true, columns predicted) as a PNG (matplotlib, Agg)."""
+def confusion_matrix_figure(cm: Sequence[Sequence[int]], class_names: Sequence[str], title: str = "") -> Any:
+    """Row-normalised confusion matrix (rows true, columns predicted) as a matplotlib figure (Agg)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -217,6 +215,14 @@ def save_confusion_matrix(cm: Sequence[Sequence[int]], class_names: Sequence[str
                         ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=8,
                                 color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
+    return fig
+
+
+def save_confusion_matrix(cm: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """:func:`confusion_matrix_figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = confusion_matrix_figure(cm, class_names, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -272,6 +278,7 @@ def evaluate_split(
     dist_info: Optional[DistInfo] = None,
     progress: Optional[bool] = None,
     extra: Optional[dict[str, Any]] = None,
+    output_dir: Optional[str | Path] = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``split`` of a run's dataset with its test protocol.
 
@@ -280,8 +287,10 @@ def evaluate_split(
             from its budget; the data settings from ``data`` if given, else from it).
         sources: the run's :class:`~videogn.engine.build.DataSources`.
         num_clips / num_crops / num_workers: override the data config's values.
+        output_dir: the run dir; annotated videos with no file are listed in
+            ``missing_videos_<split>.txt`` there (and logged).
     """
-    from videogn.engine.build import build_dataset
+    from videogn.engine.build import build_dataset, report_missing_videos
 
     data = data if data is not None else train_cfg.data
     dataset = build_dataset(
@@ -290,6 +299,8 @@ def evaluate_split(
         num_clips=num_clips, num_crops=num_crops,
     )
     info = dist_info or DistInfo()
+    if info.is_main and output_dir is not None:
+        report_missing_videos(dataset, Path(output_dir) / f"missing_videos_{split}.txt", split)
     if info.is_main:
         logger.info(
             "evaluating %d %s videos, %d clips x %d crops of %d frames (stride %d), crop %d",

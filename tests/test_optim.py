@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from videogn import FrozenBatchNorm, GroupNorm3d
-from videogn.engine.optim import LRSchedule, build_sgd, norm_and_bias_parameters, param_groups
+from videogn.optim import LRSchedule, build_sgd, norm_and_bias_parameters, param_groups
 
 
 class _CustomGN(GroupNorm3d):  # a subclass is still a norm

@@ -1,4 +1,5 @@
-"""SGD with per-group weight decay (none on norm parameters and biases) and warmup + cosine/step
+"""The optimizer of training (a leaf module: torch only, shared by the trainer, the memory planner
+and the benchmarks): SGD with per-group weight decay (none on norm parameters and biases) and warmup + cosine/step
 learning-rate schedules.
 
 The schedule is a pure function of the optimizer step, so a resumed run gets exactly the rate the
@@ -15,7 +16,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-__all__ = ["LRSchedule", "build_sgd", "norm_and_bias_parameters", "param_groups"]
+__all__ = ["LR_SCHEDULES", "LRSchedule", "build_sgd", "norm_and_bias_parameters", "param_groups"]
+
+LR_SCHEDULES = ("cosine", "step", "constant")  # the shapes LRSchedule.factor knows
 
 # Module types whose parameters are normalization affines (GroupNorm3d subclasses nn.GroupNorm;
 # FrozenBatchNorm holds buffers only, so it contributes nothing).
@@ -87,8 +90,8 @@ class LRSchedule:
         gamma: float = 0.1,
         min_lr_factor: float = 0.0,
     ) -> None:
-        if name not in ("cosine", "step", "constant"):
-            raise ValueError(f"schedule name must be 'cosine', 'step' or 'constant', got {name!r}")
+        if name not in LR_SCHEDULES:
+            raise ValueError(f"schedule name must be one of {LR_SCHEDULES}, got {name!r}")
         if not isinstance(total_steps, int) or total_steps < 1:
             raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
         self.name = name
