@@ -4,10 +4,14 @@
 Trains (through the real :class:`videogn.engine.trainer.Trainer` and evaluator) one model per
 (norm, batch size, seed) and per (norm, T x B constant-memory pair, seed), and reports mean ± std
 validation top-1 as a markdown table (between the markers of ``sweep.md`` beside the JSON), PNG
-plots and raw JSON:
+plots and raw JSON into a fresh output dir (``outputs/sweep/<date>_<time>/`` unless ``--out``):
 
-    .venv/bin/python scripts/sweep_norm_batch.py                 # CPU scale (minutes), writes docs/sweep*
+    .venv/bin/python scripts/sweep_norm_batch.py                 # CPU scale: every run, from scratch
     .venv/bin/python scripts/sweep_norm_batch.py --scale gpu     # larger data/model/epochs on a GPU
+    .venv/bin/python scripts/sweep_norm_batch.py --out outputs/sweep/2026-01-01_12-00-00   # continue that sweep
+
+The committed results (``docs/sweep_results.json``, the table in ``docs/sweep.md``) are what the
+docs cite; the script never reads them unless pointed at ``--out docs``.
 
 Protocol (both scales): a fixed number of epochs for every batch size; learning rate scaled
 linearly with the batch (``optim.lr`` at ``optim.reference_batch_size`` clips); cosine schedule.
@@ -18,7 +22,7 @@ it is the paper's fine-tuning baseline, not a from-scratch norm).
 
 Each configuration runs in-process after a full reset (the trainer reseeds every RNG and builds a
 fresh model, optimizer and loader), one after another; finished runs are saved to the results JSON
-after each run and skipped when the script is started again (resumable). ``--max-minutes`` stops
+after each run and skipped when the script is started again on the same ``--out`` dir (resumable). ``--max-minutes`` stops
 starting new runs after that much wall time, leaving a valid JSON and tables of what finished.
 """
 
@@ -27,17 +31,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
 NORMS = ("bn", "gn", "ln", "in", "frozen_bn")
 LABELS = {"bn": "BN", "gn": "GN", "ln": "LN", "in": "IN", "frozen_bn": "BN* (frozen)"}
 
@@ -105,10 +106,10 @@ def plan_runs(scale: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def compose_run(scale: dict[str, Any], run: dict[str, Any], cache: Path, workdir: Path):
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
+    from videogn.cli import CONFIG_MODULE
     from videogn.config import register_configs, validate
-    from videogn.train import CONFIG_DIR
 
     register_configs()
     overrides = list(scale["overrides"]) + [
@@ -119,7 +120,7 @@ def compose_run(scale: dict[str, Any], run: dict[str, Any], cache: Path, workdir
         "trainer.progress_bar=false", "trainer.checkpoint_every=100000", "trainer.keep_checkpoints=1",
         "trainer.device=auto", f"name=sweep_{run['key'].replace('/', '_')}",
     ]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     return validate(cfg)
 
@@ -278,8 +279,10 @@ def write_outputs(results: dict[str, Any], scale: dict[str, Any], out_json: Path
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=sorted(SCALES), default="cpu", help="cpu (minutes on 2 cores) or gpu (bigger data/model/epochs)")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "sweep_results.json", help="results JSON (also *_table.md and the PNGs beside it)")
-    ap.add_argument("--workdir", type=Path, default=None, help="run directories (default: a temp dir; BN* reads BN's checkpoints there)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output dir: sweep_results.json, sweep.md, the PNGs and runs/ (default: a new "
+                         "outputs/sweep/<date>_<time>); a dir holding sweep_results.json is continued")
+    ap.add_argument("--workdir", type=Path, default=None, help="run directories (default: <out>/runs; BN* reads BN's checkpoints there)")
     ap.add_argument("--cache", type=Path, default=None, help="built-in dataset cache (default: $VIDEOGN_CACHE or ~/.cache/videogn)")
     ap.add_argument("--seeds", type=int, default=None, help="use only the first N seeds of the scale")
     ap.add_argument("--epochs", type=int, default=None, help="override the scale's epochs")
@@ -299,16 +302,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     from videogn.data.synthetic import default_cache_dir
 
     cache = args.cache or default_cache_dir()
-    workdir = args.workdir or Path(tempfile.gettempdir()) / f"videogn-sweep-{args.scale}"
+    out_dir = args.out or Path("outputs") / "sweep" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out_json = out_dir / "sweep_results.json"
+    workdir = args.workdir or out_dir / "runs"
     workdir.mkdir(parents=True, exist_ok=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"writing to {out_dir}", flush=True)
 
     setup = {k: v for k, v in scale.items()}
     results: dict[str, Any] = {"runs": {}}
-    if args.out.exists():
-        results = json.loads(args.out.read_text())
+    if out_json.exists():  # only a dir the user pointed at (the default dir is new)
+        results = json.loads(out_json.read_text())
         if results.get("setup", {}).get("overrides") != setup["overrides"] or results["setup"].get("epochs") != setup["epochs"]:
-            print(f"{args.out} holds a different setup; starting afresh", flush=True)
+            print(f"{out_json} holds a different setup; starting afresh", flush=True)
             results = {"runs": {}}
     results["setup"] = {**setup, "scale": args.scale, "device": "cuda" if torch.cuda.is_available() else "cpu",
                         "torch": torch.__version__, "norms": list(NORMS)}
@@ -327,10 +332,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         rec = train_one(scale, run, cache, workdir)
         results["runs"][run["key"]] = rec
         results["wall_s_total"] = round(results.get("wall_s_total", 0.0) + rec["wall_s"], 1)
-        write_outputs(results, scale, args.out)
+        write_outputs(results, scale, out_json)
         print(f"[{i + 1}/{len(todo)}] {run['key']}: top-1 {100 * rec['top1']:.1f}%  loss {rec['final_loss']:.3f}  "
               f"{rec['steps']} steps  {rec['wall_s']:.1f}s  (elapsed {(time.perf_counter() - start) / 60:.1f} min)", flush=True)
-    write_outputs(results, scale, args.out)
+    write_outputs(results, scale, out_json)
     print(markdown(results, scale))
     return 0
 

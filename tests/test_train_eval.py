@@ -1,6 +1,6 @@
-"""End to end through the real console entry points: a seconds-long ``videogn-train`` run on a tiny
-built-in dataset, then ``videogn-eval`` on its run dir; the report's numbers are recomputed from
-its own per-video predictions."""
+"""End to end through the real entry points: a seconds-long ``videogn-train experiment=tiny`` run,
+then ``videogn-eval`` on its run dir; the report's numbers are recomputed from its own per-video
+predictions. Start-up errors (bad values, unknown keys) exit with status 2 and leave no run dir."""
 
 from __future__ import annotations
 
@@ -12,12 +12,7 @@ from pathlib import Path
 
 import pytest
 
-TINY = [
-    "trainer=debug", "trainer.max_steps=6", "data.synthetic.num_classes=3", "data.synthetic.train_per_class=4",
-    "data.synthetic.val_per_class=2", "data.synthetic.frames=12", "data.synthetic.size=32", "data.train_scale=[32,36]",
-    "data.crop_size=28", "data.test_scale=32", "data.num_clips=2", "data.num_workers=0", "budget.num_frames=4",
-    "budget.batch_size=2",
-]
+TINY = ["experiment=tiny", "trainer.max_steps=6"]  # configs/experiment/tiny.yaml, the one tiny test config
 
 
 def _cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -55,6 +50,7 @@ def test_train_then_eval_through_the_cli(tmp_path: Path) -> None:
     out = tmp_path / "eval"
     ev = _cli("videogn.evaluate", f"checkpoint={run_dir}", "num_clips=3", "num_crops=3", f"hydra.run.dir={out}", cwd=tmp_path)
     assert ev.returncode == 0, ev.stderr[-3000:] + ev.stdout[-3000:]
+    assert f"checkpoint: {run_dir / 'checkpoints' / 'step_000000006.pt'}" in ev.stdout + ev.stderr  # says which one
     report = json.loads((out / "report.json").read_text())
     assert report["protocol"]["views_per_video"] == 9 and report["checkpoint"].endswith("step_000000006.pt")
     for key, value in _recompute(report).items():
@@ -65,5 +61,31 @@ def test_bad_override_stops_with_a_named_error(tmp_path: Path) -> None:
     res = _cli("videogn.train", "optim.lr=-0.1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert res.returncode == 2
     assert "optim.lr must be a number in (0.0, 1000.0], got -0.1" in res.stdout + res.stderr
+    assert not (tmp_path / "run").exists()  # Hydra made it (holding .hydra/ only); start-up failure removes it
     res = _cli("videogn.evaluate", f"checkpoint={tmp_path / 'missing.pt'}", f"hydra.run.dir={tmp_path / 'ev'}", cwd=tmp_path)
     assert res.returncode == 2 and "missing.pt" in res.stdout + res.stderr
+    assert not (tmp_path / "ev").exists()
+
+
+@pytest.mark.parametrize("key", ["trainer.epoch=1", "+trainer.epoch=1"])
+def test_unknown_key_names_the_closest_and_runs_nothing(tmp_path: Path, key: str) -> None:
+    """A typo must not run the job with the key dropped, with or without Hydra's ``+``."""
+    res = _cli("videogn.train", key, cwd=tmp_path)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "trainer.epoch is not a config key; did you mean trainer.epochs?" in res.stderr
+    assert "To append to your config" not in res.stdout + res.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_existing_run_dir_is_kept_on_a_config_error(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    res = _cli("videogn.train", "optim.lr=-0.1", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert res.returncode == 2 and (run / "checkpoints").is_dir()
+
+
+def test_eval_help_lists_only_its_own_group(tmp_path: Path) -> None:
+    res = _cli("videogn.evaluate", "--help", cwd=tmp_path)
+    assert res.returncode == 0 and "data: kinetics400, synthetic" in res.stdout
+    for group in ("budget:", "optim:", "sched:", "trainer:", "experiment:", "norm:"):
+        assert group not in res.stdout

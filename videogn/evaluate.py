@@ -15,22 +15,17 @@ videos, per-video top-5) and ``report_confusion_matrix.png`` into the run dir (o
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from videogn.config import ConfigError, TrainConfig, register_configs, validate
-from videogn.train import CONFIG_DIR, add_log_file, release_scratch_dir
+from videogn.cli import hydra_entry, job_context
+from videogn.config import ConfigError, EvalConfig, TrainConfig, validate
 
 __all__ = ["main", "resolve_checkpoint", "run"]
 
 logger = logging.getLogger("videogn.evaluate")
-
-register_configs()
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -44,32 +39,26 @@ def resolve_checkpoint(path: str | Path) -> Path:
         for d in (p / "checkpoints", p):
             hit = find_latest_checkpoint(d)
             if hit is not None:
+                logger.info("checkpoint: %s (the newest intact checkpoint in %s)", hit[0], d)
                 return hit[0]
         raise ConfigError(f"checkpoint must be a checkpoint file or a run dir holding one, got {str(path)!r} (no intact checkpoint in it)")
     raise ConfigError(f"checkpoint must be an existing file or run dir, got {str(path)!r}")
 
 
-def run(cfg: DictConfig, output_dir: Optional[str | Path] = None) -> dict[str, Any]:
+def run(cfg: DictConfig | EvalConfig, output_dir: Optional[str | Path] = None) -> dict[str, Any]:
     """Evaluate ``cfg.checkpoint``; rank 0 writes the report. Returns the report."""
     from videogn.engine.build import build_model, resolve_data
     from videogn.engine.checkpoint import load_checkpoint
-    from videogn.engine.distributed import broadcast_object, init_distributed, shutdown_distributed
     from videogn.engine.evaluator import evaluate_split, write_report
 
-    ec = validate(cfg)
+    ec: EvalConfig = validate(cfg)
     path = resolve_checkpoint(ec.checkpoint)
     state = load_checkpoint(path)
     schema = OmegaConf.structured(TrainConfig)
     train_cfg: TrainConfig = validate(OmegaConf.merge(schema, OmegaConf.create(state["config"])))
     if ec.precision == "fp16" and ec.device == "cpu":
         raise ConfigError("precision must be 'fp32' or 'bf16' on the CPU, got 'fp16'")
-    info = init_distributed(ec.device, ec.dist_backend)
-    if output_dir is None:
-        output_dir = ec.output_dir or HydraConfig.get().runtime.output_dir
-    out = Path(broadcast_object(str(output_dir)))
-    release_scratch_dir(out)
-    handler = add_log_file(out / "eval.log") if info.is_main else None
-    try:
+    with job_context(ec.device, ec.dist_backend, output_dir or ec.output_dir, "eval.log") as (info, out):
         class_names = list(state["class_names"])
         model = build_model(train_cfg.model, train_cfg.norm, len(class_names))
         model.load_state_dict(state["model"])
@@ -79,33 +68,16 @@ def run(cfg: DictConfig, output_dir: Optional[str | Path] = None) -> dict[str, A
         report = evaluate_split(
             model, train_cfg, sources, class_names, split=ec.split, data=data,
             num_clips=ec.num_clips, num_crops=ec.num_crops, batch_size=ec.batch_size, num_workers=ec.num_workers,
-            device=info.device, precision=ec.precision, dist_info=info, progress=ec.progress_bar,
+            device=info.device, precision=ec.precision, dist_info=info, progress=ec.progress_bar, output_dir=out,
             extra={"checkpoint": str(path), "step": int(state["step"]), "name": train_cfg.name,
                    "model": train_cfg.model.name, "norm": train_cfg.norm.name},
         )
         if info.is_main:
             write_report(report, out)
-    finally:
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
-        shutdown_distributed()
     return report
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except ConfigError as e:
-        logger.error("config error: %s", e)
-        sys.exit(2)
-
-
-def main() -> None:
-    """Console script ``videogn-eval``."""
-    _hydra_main()
-
+main = hydra_entry("eval", run)  # console script videogn-eval
 
 if __name__ == "__main__":
     main()

@@ -3,25 +3,34 @@
 The dataclasses are registered in Hydra's ConfigStore as ``train_schema`` and ``eval_schema``;
 ``configs/train.yaml`` and ``configs/eval.yaml`` list them first in their defaults, so every group
 file (``model/``, ``norm/``, ``data/``, ...) is merged onto a typed node: a wrong type or an unknown
-key fails at composition, naming the key. Ranges and choices are checked by each dataclass's
-``__post_init__``, which runs in :func:`validate` (``OmegaConf.to_object``); the error names the
-field and the value.
+key fails at composition, naming the key; a key added with ``+`` is refused by :func:`validate`,
+naming the closest valid key. Ranges and choices (registered model and norm names included) are
+checked by each dataclass's ``__post_init__``, which runs in :func:`validate`
+(``OmegaConf.to_object``); the error names the field and the value.
+
+The YAML files under ``configs/`` state only what differs from these defaults.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 import os
 import tempfile
+import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from videogn.optim import LR_SCHEDULES
+from videogn.runtime import PRECISIONS, env_rank
 
 if TYPE_CHECKING:
     from videogn.data.synthetic import SyntheticSpec
-from omegaconf.errors import OmegaConfBaseException
 
 __all__ = [
     "BudgetConfig",
@@ -35,16 +44,19 @@ __all__ = [
     "SyntheticConfig",
     "TrainConfig",
     "TrainerConfig",
+    "auto_num_workers",
+    "closest",
     "register_configs",
+    "unknown_key_error",
+    "unknown_keys",
     "validate",
 ]
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 DIST_BACKENDS = ("auto", "gloo", "nccl")
-SCHEDULES = ("cosine", "step", "constant")
 OPTIMIZERS = ("sgd",)
-DATASETS = ("synthetic", "kinetics")
+DATASETS = ("synthetic", "kinetics")  # the one home of dataset names (videogn.engine.build resolves them)
+MAX_AUTO_WORKERS = 8  # data.num_workers=auto: the cores this process may use, at most this many
 
 
 class ConfigError(ValueError):
@@ -69,9 +81,25 @@ def _real_in(name: str, value: Any, low: float, high: float, *, low_open: bool =
         _fail(name, f"a number in {lb}{low}, {high}{rb}", value)
 
 
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+def _choice(name: str, value: Any, choices: Iterable[str]) -> None:
+    choices = list(choices)
     if value not in choices:
-        _fail(name, f"one of {list(choices)}", value)
+        _fail(name, f"one of {choices}", value)
+
+
+def closest(word: str, choices: Iterable[str]) -> Optional[str]:
+    """The choice most like ``word`` (difflib), or None when none is close: for "did you mean"."""
+    hits = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return hits[0] if hits else None
+
+
+def auto_num_workers() -> int:
+    """Data-loader workers for ``num_workers=auto``: the cores available to this process, capped."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no sched_getaffinity
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_AUTO_WORKERS))
 
 
 @dataclass
@@ -86,6 +114,9 @@ class ModelConfig:
     kwargs: Dict[str, Any] = field(default_factory=dict)  # extra architecture arguments
 
     def __post_init__(self) -> None:
+        from videogn.models import list_models
+
+        _choice("model.name", self.name, list_models())
         if self.num_classes is not None:
             _int_at_least("model.num_classes", self.num_classes, 2)
         _real_in("model.dropout", self.dropout, 0.0, 1.0, high_open=True)
@@ -97,6 +128,9 @@ class NormConfig:
 
     name: str = "gn"  # gn | bn | syncbn | frozen_bn | ln | in | none
     kwargs: Dict[str, Any] = field(default_factory=dict)  # e.g. num_groups=32 or group_size=16
+
+    def __post_init__(self) -> None:
+        _choice("norm.name", self.name, _norm_names())
 
 
 @dataclass
@@ -157,8 +191,8 @@ class DataConfig:
     flip: bool = True
     mean: List[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
     std: List[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
-    num_workers: int = 8
-    backend: str = "auto"
+    num_workers: Any = "auto"  # an int, or auto: the cores available (at most MAX_AUTO_WORKERS)
+    backend: str = "auto"  # auto | a decoder of videogn.data.available_backends()
     max_retries: int = 10
     synthetic: Optional[SyntheticConfig] = field(default_factory=SyntheticConfig)  # null for kinetics
 
@@ -188,7 +222,13 @@ class DataConfig:
                 _fail(f"data.{key}", "3 numbers (RGB)", list(getattr(self, key)))
         if any(s <= 0 for s in self.std):
             _fail("data.std", "positive", list(self.std))
-        _int_at_least("data.num_workers", self.num_workers, 0)
+        if self.num_workers == "auto":
+            self.num_workers = auto_num_workers()
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            _fail("data.num_workers", "an integer >= 0 or 'auto'", self.num_workers)
+        from videogn.data.decode import available_backends
+
+        _choice("data.backend", self.backend, ["auto", *available_backends()])
         _int_at_least("data.max_retries", self.max_retries, 0)
 
 
@@ -196,12 +236,11 @@ class DataConfig:
 class BudgetConfig:
     """``budget/``: clip length x clips per batch (per process), the memory trade of the GN paper.
 
-    ``sampler=fixed`` trains every batch at (``num_frames``, ``batch_size``, ``data.crop_size``).
-    ``sampler=shape`` draws each batch's shape from a clip-shape schedule
-    (:func:`videogn.data.budget.build_schedule`): ``schedule=fixed`` (the same shape),
-    ``constant_memory`` ((T, B) pairs at about equal ``T * S^2 * B``: from ``lengths`` with the base
-    (``num_frames``, ``batch_size``), or from explicit ``pairs``, scaled to ``voxel_budget`` when
-    given) or ``multigrid`` (Wu et al. 2020: a long cycle over (T, S, B) stages spread over
+    Each batch's shape (T, S, B) comes from a clip-shape schedule (:func:`videogn.budget.build_schedule`,
+    sampled by :class:`videogn.budget.ShapeBatchSampler`): ``schedule=fixed`` (every batch at
+    (``num_frames``, ``data.crop_size``, ``batch_size``)), ``constant_memory`` ((T, B) pairs at
+    about equal ``T * S^2 * B``: from ``lengths`` with the base (``num_frames``, ``batch_size``), or
+    from explicit ``pairs``, scaled to ``voxel_budget`` when given) or ``multigrid`` (Wu et al. 2020: a long cycle over (T, S, B) stages spread over
     ``trainer.epochs``, a short cycle over S inside each epoch). Every batch holds one shape, the same
     on every rank at every step; the learning rate follows each step's actual batch (see the
     trainer), so ``num_frames``/``batch_size`` are also the shape the model is evaluated at.
@@ -211,13 +250,12 @@ class BudgetConfig:
     num_frames: int = 8
     stride: int = 2  # temporal sampling stride (frames of the source video between clip frames)
     batch_size: int = 8  # clips per batch per process (before gradient accumulation)
-    sampler: str = "fixed"  # a registered batch sampler (videogn.engine.samplers): fixed | shape
-    schedule: str = "fixed"  # sampler=shape: fixed | constant_memory | multigrid
+    schedule: str = "fixed"  # fixed | constant_memory | multigrid (videogn.budget.SCHEDULES)
     lengths: List[int] = field(default_factory=lambda: [8, 16, 32, 64])  # constant_memory clip lengths
     pairs: Optional[List[List[int]]] = None  # constant_memory: explicit [[T, B], ...] instead of lengths
     voxel_budget: Optional[int] = None  # T * S^2 * B per process (None: the base shape's / largest pair's)
     order: str = "cycle"  # how the shapes of a stage alternate over batches: cycle | random
-    drop_last: bool = False  # drop, rather than pad, an epoch's last step that cannot be filled
+    drop_last: bool = True  # drop, rather than pad, an epoch's last step that cannot be filled
     long_cycle: List[List[float]] = field(
         default_factory=lambda: [[0.25, 0.5**0.5], [0.5, 0.5**0.5], [0.5, 1.0], [1.0, 1.0]]
     )  # multigrid: (temporal factor, spatial factor) per stage
@@ -225,14 +263,12 @@ class BudgetConfig:
     num_long_cycles: int = 1  # multigrid: long cycles over the run
 
     def __post_init__(self) -> None:
-        from videogn.data.budget import SCHEDULE_KINDS, SHAPE_ORDERS
+        from videogn.budget import SCHEDULE_KINDS, SHAPE_ORDERS
 
         _int_at_least("budget.num_frames", self.num_frames, 1)
         _int_at_least("budget.stride", self.stride, 1)
         _int_at_least("budget.batch_size", self.batch_size, 1)
         _choice("budget.schedule", self.schedule, SCHEDULE_KINDS)
-        if self.schedule != "fixed" and self.sampler != "shape":
-            _fail("budget.sampler", f"'shape' when budget.schedule is {self.schedule!r}", self.sampler)
         if not self.lengths:
             _fail("budget.lengths", "a non-empty list of clip lengths", list(self.lengths))
         for t in self.lengths:
@@ -300,7 +336,7 @@ class SchedConfig:
     min_lr_factor: float = 0.0  # cosine: final lr / peak lr
 
     def __post_init__(self) -> None:
-        _choice("sched.name", self.name, SCHEDULES)
+        _choice("sched.name", self.name, LR_SCHEDULES)
         _real_in("sched.warmup_fraction", self.warmup_fraction, 0.0, 1.0, high_open=True)
         _real_in("sched.warmup_start_factor", self.warmup_start_factor, 0.0, 1.0)
         if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
@@ -319,6 +355,7 @@ class TrainerConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16: CUDA only, with GradScaler)
     device: str = "auto"
     dist_backend: str = "auto"  # auto: nccl on CUDA, gloo on CPU
+    dist_timeout_s: float = 300.0  # a collective waiting this long on a dead or stuck rank fails the job
     seed: int = 0
     num_threads: Optional[int] = None  # torch intra-op threads per process (None: torch default)
     checkpoint_every: int = 1000  # optimizer steps; a checkpoint is also written at the end
@@ -342,6 +379,7 @@ class TrainerConfig:
         _choice("trainer.precision", self.precision, PRECISIONS)
         _choice("trainer.device", self.device, DEVICES)
         _choice("trainer.dist_backend", self.dist_backend, DIST_BACKENDS)
+        _real_in("trainer.dist_timeout_s", self.dist_timeout_s, 0.0, math.inf, low_open=True)
         _int_at_least("trainer.seed", self.seed, 0)
         if self.num_threads is not None:
             _int_at_least("trainer.num_threads", self.num_threads, 1)
@@ -402,20 +440,23 @@ class EvalConfig:
         _choice("dist_backend", self.dist_backend, DIST_BACKENDS)
 
 
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+def _norm_names() -> tuple[str, ...]:
+    import videogn.layers as layers
+
+    registry = getattr(layers, "NORMS", None)  # the norm Registry, once norms are converted to one
+    return tuple(registry.names()) if registry is not None else tuple(layers.NORM_NAMES)
 
 
 def _rank0_dir(path: str) -> str:
     # Ranks > 0 of a torchrun job must not create run folders of their own (their clocks give
     # other ${now:} stamps); they get a scratch dir and use rank 0's run dir, broadcast later.
-    if _rank() == 0:
+    if env_rank() == 0:
         return path
-    return os.path.join(tempfile.gettempdir(), f"videogn-rank{_rank()}-{os.getpid()}")
+    return os.path.join(tempfile.gettempdir(), f"videogn-rank{env_rank()}-{os.getpid()}")
 
 
 def _rank0_only(value: Any) -> Any:
-    return value if _rank() == 0 else None
+    return value if env_rank() == 0 else None
 
 
 def register_configs() -> None:
@@ -427,20 +468,39 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("videogn_rank0_only", _rank0_only, replace=True)
 
 
-def _check_names(cfg: TrainConfig | EvalConfig) -> None:
-    """Choices that live in registries of other modules: model and norm names."""
-    if isinstance(cfg, TrainConfig):
-        from videogn.layers import NORM_NAMES
-        from videogn.models import list_models
+def _schema_of(tp: Any) -> Optional[type]:
+    """The dataclass behind a field type (``Optional[X]`` unwrapped), or None for a leaf or a dict."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    tp = args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
+    return tp if dataclasses.is_dataclass(tp) else None
 
-        if cfg.model.name not in list_models():
-            _fail("model.name", f"one of {sorted(list_models())}", cfg.model.name)
-        if cfg.norm.name not in NORM_NAMES:
-            _fail("norm.name", f"one of {sorted(NORM_NAMES)}", cfg.norm.name)
-        from videogn.engine.samplers import batch_sampler_names
 
-        if cfg.budget.sampler not in batch_sampler_names():
-            _fail("budget.sampler", f"one of {list(batch_sampler_names())}", cfg.budget.sampler)
+def unknown_keys(cfg: Any, schema: type, prefix: str = "") -> list[tuple[str, Optional[str]]]:
+    """Keys of ``cfg`` that ``schema`` does not declare, each with the closest declared key.
+
+    Hydra's struct mode rejects a typo such as ``trainer.epoch=1`` but lets ``+trainer.epoch=1`` add
+    it; this walk catches both. Free-form fields (``Dict[str, Any]``, e.g. ``norm.kwargs``) take any key.
+    """
+    if not isinstance(cfg, DictConfig):
+        return []
+    hints = typing.get_type_hints(schema)
+    out: list[tuple[str, Optional[str]]] = []
+    for key in cfg.keys():
+        path = f"{prefix}{key}"
+        if key not in hints:
+            near = closest(str(key), hints)
+            out.append((path, f"{prefix}{near}" if near else None))
+            continue
+        sub = _schema_of(hints[key])
+        if sub is not None:
+            out += unknown_keys(cfg._get_node(key), sub, f"{path}.")
+    return out
+
+
+def unknown_key_error(key: str, near: Optional[str]) -> ConfigError:
+    """The error for a key the schema does not have: names it and the closest valid one."""
+    hint = f"; did you mean {near}?" if near else ""
+    return ConfigError(f"{key} is not a config key{hint} (see videogn/config/schema.py for every key)")
 
 
 def validate(cfg: DictConfig | TrainConfig | EvalConfig) -> Any:
@@ -452,6 +512,9 @@ def validate(cfg: DictConfig | TrainConfig | EvalConfig) -> Any:
     if isinstance(cfg, (TrainConfig, EvalConfig)):
         obj = cfg
     else:
+        schema = EvalConfig if "checkpoint" in cfg else TrainConfig
+        for key, near in unknown_keys(cfg, schema)[:1]:
+            raise unknown_key_error(key, near)
         try:
             obj = OmegaConf.to_object(cfg)
         except ConfigError:
@@ -466,5 +529,4 @@ def validate(cfg: DictConfig | TrainConfig | EvalConfig) -> Any:
             raise ConfigError(f"invalid config value at {key}: {e}") from None
     if not isinstance(obj, (TrainConfig, EvalConfig)):
         raise ConfigError(f"expected a train or eval config, got {type(obj).__name__}")
-    _check_names(obj)
     return obj

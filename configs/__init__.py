@@ -1,0 +1,1 @@
+"""The shipped Hydra configs, installed as the package ``videogn.configs`` (see pyproject.toml)."""
