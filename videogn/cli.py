@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from videogn.config import ConfigError, EvalConfig, TrainConfig, register_configs
-from videogn.config.schema import unknown_key_error, unknown_keys
+from videogn.config.validation import unknown_key_error, unknown_keys
 from videogn.runtime import env_rank
 
 __all__ = [

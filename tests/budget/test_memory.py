@@ -3,28 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from torch import nn
+from step_models import mem, small_gn_net
 
 from videogn.budget import measure_step_memory, parse_bytes
-from videogn.layers import GroupNorm3d
-
-MiB = 2**20
-
-
-def small_gn_net() -> nn.Module:
-    """conv3d + GroupNorm3d + ReLU, twice, global pooling, linear: (N, 3, T, H, W) -> (N, 5)."""
-    return nn.Sequential(
-        nn.Conv3d(3, 16, 3, padding=1, bias=False), GroupNorm3d(16, 4), nn.ReLU(),
-        nn.Conv3d(16, 32, 3, stride=2, padding=1, bias=False), GroupNorm3d(32, 8), nn.ReLU(),
-        nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(32, 5),
-    )
-
-
-def mem(t: int, s: int, b: int, model="i3d_tiny", **kw) -> int:
-    m = measure_step_memory(model, t, s, b, num_classes=5, device="cpu", **kw)
-    assert m.method in ("alloc", "rss") and m.device == "cpu"
-    return m.peak_bytes
-
 
 def test_memory_grows_with_batch_and_frames():
     base = mem(8, 48, 2)

@@ -8,28 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-from torch import nn
+from step_models import MiB, mem, small_gn_net
 
-from videogn.budget import BudgetRow, ClipShape, format_plan, measure_step_memory, plan_budget, save_plan
-from videogn.layers import GroupNorm3d
+from videogn.budget import BudgetRow, ClipShape, format_plan, plan_budget, save_plan
 
-MiB = 2**20
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "plan_budget.py"
-
-
-def small_gn_net() -> nn.Module:
-    """conv3d + GroupNorm3d + ReLU, twice, global pooling, linear: (N, 3, T, H, W) -> (N, 5)."""
-    return nn.Sequential(
-        nn.Conv3d(3, 16, 3, padding=1, bias=False), GroupNorm3d(16, 4), nn.ReLU(),
-        nn.Conv3d(16, 32, 3, stride=2, padding=1, bias=False), GroupNorm3d(32, 8), nn.ReLU(),
-        nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(32, 5),
-    )
-
-
-def mem(t: int, s: int, b: int, model="i3d_tiny", **kw) -> int:
-    m = measure_step_memory(model, t, s, b, num_classes=5, device="cpu", **kw)
-    assert m.method in ("alloc", "rss") and m.device == "cpu"
-    return m.peak_bytes
 
 
 def test_planner_picks_the_largest_batch_that_fits():

@@ -150,3 +150,37 @@ def test_kinetics_config_path_on_a_kinetics_layout(compose_train, tmp_path: Path
     report = evaluate_split(trainer.unwrapped_model, conf, trainer.sources, trainer.class_names, batch_size=2)
     assert report["num_videos"] == 6 and report["protocol"]["views_per_video"] == 6
     assert report["protocol"]["crop_size"] == 32  # fully convolutional test crops of test_scale
+
+
+def test_nonfinite_gradient_with_a_finite_loss_is_never_applied(compose_train, tmp_path: Path) -> None:
+    # what CPU bf16 autocast did on an AVX-512 Xeon: finite loss, NaN Conv3d weight gradient
+    conf = validate(compose_train("trainer.max_steps=3", "trainer.checkpoint_every=100"))
+    trainer = Trainer(conf, tmp_path)
+    conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv3d))
+    calls = {"n": 0}
+
+    def poison(grad: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return grad * float("nan") if calls["n"] == 2 else grad
+
+    conv.weight.register_hook(poison)
+    stepped: list[int] = []
+
+    def count_step(opt, args, kwargs) -> None:
+        stepped.append(trainer.state.step + 1)
+
+    trainer.optimizer.register_step_pre_hook(count_step)
+    summary = trainer.fit()
+    rows = _rows(tmp_path)
+    assert summary["skipped_steps"] == 1 and [r["skipped"] for r in rows] == ["0", "1", "0"]
+    assert rows[1]["loss"] == "nan"  # a skipped step reports no loss
+    assert torch.isfinite(conv.weight).all()  # the NaN update never reached the weights
+    assert stepped == [1, 3]  # the optimizer stepped on steps 1 and 3 only
+
+
+def test_cpu_bf16_is_refused_at_start_up(compose_train, tmp_path: Path) -> None:
+    from videogn.config import ConfigError
+
+    conf = validate(compose_train("trainer.precision=bf16", "trainer.device=cpu"))
+    with pytest.raises(ConfigError, match=r"trainer.precision='bf16' is refused on the CPU"):
+        Trainer(conf, tmp_path)

@@ -1,4 +1,5 @@
-"""Structured configs (Hydra ConfigStore schemas) and their start-up validation."""
+"""Structured configs (Hydra ConfigStore schemas, ``schema.py``) and their start-up validation
+(``validation.py``)."""
 
 from videogn.config.schema import (
     BudgetConfig,
@@ -13,8 +14,8 @@ from videogn.config.schema import (
     TrainConfig,
     TrainerConfig,
     register_configs,
-    validate,
 )
+from videogn.config.validation import validate
 
 __all__ = [
     "BudgetConfig",

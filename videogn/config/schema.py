@@ -13,18 +13,15 @@ The YAML files under ``configs/`` state only what differs from these defaults.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
 import os
 import tempfile
-import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING, OmegaConf
 
 from videogn.optim import LR_SCHEDULES
 from videogn.runtime import PRECISIONS, env_rank
@@ -47,9 +44,6 @@ __all__ = [
     "auto_num_workers",
     "closest",
     "register_configs",
-    "unknown_key_error",
-    "unknown_keys",
-    "validate",
 ]
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -112,6 +106,9 @@ class ModelConfig:
     zero_init_last: bool = True
     act_layer: str = "relu"
     kwargs: Dict[str, Any] = field(default_factory=dict)  # extra architecture arguments
+    weights: Optional[str] = None  # a video checkpoint loaded at build (videogn, pytorchvideo, state dict)
+    weights_strict: bool = True  # with weights: missing or unexpected keys are an error
+    weights_2d: Optional[str] = None  # a 2-D ResNet state dict (torchvision/timm) inflated at build
 
     def __post_init__(self) -> None:
         from videogn.models import list_models
@@ -120,6 +117,12 @@ class ModelConfig:
         if self.num_classes is not None:
             _int_at_least("model.num_classes", self.num_classes, 2)
         _real_in("model.dropout", self.dropout, 0.0, 1.0, high_open=True)
+        for key in ("weights", "weights_2d"):  # existence is checked at build (evaluation rebuilds without them)
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                _fail(f"model.{key}", "a checkpoint path or null", value)
+        if self.weights is not None and self.weights_2d is not None:
+            _fail("model.weights_2d", "null when model.weights is set (one checkpoint per build)", self.weights_2d)
 
 
 @dataclass
@@ -441,10 +444,9 @@ class EvalConfig:
 
 
 def _norm_names() -> tuple[str, ...]:
-    import videogn.layers as layers
+    from videogn.layers import NORMS
 
-    registry = getattr(layers, "NORMS", None)  # the norm Registry, once norms are converted to one
-    return tuple(registry.names()) if registry is not None else tuple(layers.NORM_NAMES)
+    return NORMS.names()
 
 
 def _rank0_dir(path: str) -> str:
@@ -466,67 +468,3 @@ def register_configs() -> None:
     cs.store(name="eval_schema", node=EvalConfig)
     OmegaConf.register_new_resolver("videogn_rank0_dir", _rank0_dir, replace=True)
     OmegaConf.register_new_resolver("videogn_rank0_only", _rank0_only, replace=True)
-
-
-def _schema_of(tp: Any) -> Optional[type]:
-    """The dataclass behind a field type (``Optional[X]`` unwrapped), or None for a leaf or a dict."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    tp = args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
-    return tp if dataclasses.is_dataclass(tp) else None
-
-
-def unknown_keys(cfg: Any, schema: type, prefix: str = "") -> list[tuple[str, Optional[str]]]:
-    """Keys of ``cfg`` that ``schema`` does not declare, each with the closest declared key.
-
-    Hydra's struct mode rejects a typo such as ``trainer.epoch=1`` but lets ``+trainer.epoch=1`` add
-    it; this walk catches both. Free-form fields (``Dict[str, Any]``, e.g. ``norm.kwargs``) take any key.
-    """
-    if not isinstance(cfg, DictConfig):
-        return []
-    hints = typing.get_type_hints(schema)
-    out: list[tuple[str, Optional[str]]] = []
-    for key in cfg.keys():
-        path = f"{prefix}{key}"
-        if key not in hints:
-            near = closest(str(key), hints)
-            out.append((path, f"{prefix}{near}" if near else None))
-            continue
-        sub = _schema_of(hints[key])
-        if sub is not None:
-            out += unknown_keys(cfg._get_node(key), sub, f"{path}.")
-    return out
-
-
-def unknown_key_error(key: str, near: Optional[str]) -> ConfigError:
-    """The error for a key the schema does not have: names it and the closest valid one."""
-    hint = f"; did you mean {near}?" if near else ""
-    return ConfigError(f"{key} is not a config key{hint} (see videogn/config/schema.py for every key)")
-
-
-def validate(cfg: DictConfig | TrainConfig | EvalConfig) -> Any:
-    """Turn a composed config into its dataclass, checking every range and choice.
-
-    Raises:
-        ConfigError: naming the offending field and value (missing ``???`` values included).
-    """
-    if isinstance(cfg, (TrainConfig, EvalConfig)):
-        obj = cfg
-    else:
-        schema = EvalConfig if "checkpoint" in cfg else TrainConfig
-        for key, near in unknown_keys(cfg, schema)[:1]:
-            raise unknown_key_error(key, near)
-        try:
-            obj = OmegaConf.to_object(cfg)
-        except ConfigError:
-            raise
-        except OmegaConfBaseException as e:
-            key = getattr(e, "full_key", None)
-            cause = e.__cause__ if isinstance(e.__cause__, ConfigError) else None
-            if cause is not None:
-                raise cause from None
-            if "Missing mandatory value" in str(e):
-                raise ConfigError(f"{key} must be given (it is '???' in the config), e.g. {key}=...") from None
-            raise ConfigError(f"invalid config value at {key}: {e}") from None
-    if not isinstance(obj, (TrainConfig, EvalConfig)):
-        raise ConfigError(f"expected a train or eval config, got {type(obj).__name__}")
-    return obj
