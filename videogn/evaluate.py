@@ -48,20 +48,23 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def run(cfg: DictConfig | EvalConfig, output_dir: Optional[str | Path] = None) -> dict[str, Any]:
     """Evaluate ``cfg.checkpoint``; rank 0 writes the report. Returns the report."""
     from videogn.engine.build import build_model, resolve_data
-    from videogn.engine.checkpoint import load_checkpoint
     from videogn.engine.evaluator import evaluate_split, write_report
+    from videogn.models import load_weights
 
     ec: EvalConfig = validate(cfg)
     path = resolve_checkpoint(ec.checkpoint)
-    state = load_checkpoint(path)
-    schema = OmegaConf.structured(TrainConfig)
-    train_cfg: TrainConfig = validate(OmegaConf.merge(schema, OmegaConf.create(state["config"])))
+    state, train_cfg = _checkpoint_and_config(path, ec)
     if ec.precision == "fp16" and ec.device == "cpu":
         raise ConfigError("precision must be 'fp32' or 'bf16' on the CPU, got 'fp16'")
     with job_context(ec.device, ec.dist_backend, output_dir or ec.output_dir, "eval.log") as (info, out):
-        class_names = list(state["class_names"])
-        model = build_model(train_cfg.model, train_cfg.norm, len(class_names))
-        model.load_state_dict(state["model"])
+        if state is not None:
+            class_names = list(state["class_names"])
+            model = build_model(train_cfg.model, train_cfg.norm, len(class_names), load_weights=False)
+            model.load_state_dict(state["model"])
+        else:
+            class_names = _class_names(train_cfg.data)
+            model = build_model(train_cfg.model, train_cfg.norm, len(class_names), load_weights=False)
+            load_weights(model, path, name=train_cfg.model.name, strict=True)
         model.to(info.device)
         data = ec.data or train_cfg.data
         sources = resolve_data(data)
@@ -69,12 +72,60 @@ def run(cfg: DictConfig | EvalConfig, output_dir: Optional[str | Path] = None) -
             model, train_cfg, sources, class_names, split=ec.split, data=data,
             num_clips=ec.num_clips, num_crops=ec.num_crops, batch_size=ec.batch_size, num_workers=ec.num_workers,
             device=info.device, precision=ec.precision, dist_info=info, progress=ec.progress_bar, output_dir=out,
-            extra={"checkpoint": str(path), "step": int(state["step"]), "name": train_cfg.name,
+            extra={"checkpoint": str(path), "step": int(state["step"]) if state is not None else None, "name": train_cfg.name,
                    "model": train_cfg.model.name, "norm": train_cfg.norm.name},
         )
         if info.is_main:
             write_report(report, out)
     return report
+
+
+def _checkpoint_and_config(path: Path, ec: EvalConfig) -> tuple[Optional[dict[str, Any]], TrainConfig]:
+    """A videogn checkpoint and its training config (``ec.model`` must be null), or, for a foreign
+    state dict (no ``config`` entry), None and a config made of ``ec.model``/``norm``/``data``."""
+    import dataclasses
+
+    import torch
+
+    from videogn.config import NormConfig
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, wrong format, ...
+        raise ConfigError(f"checkpoint {str(path)!r} is unreadable: {type(e).__name__}: {e}") from e
+    schema = OmegaConf.structured(TrainConfig)
+    if isinstance(obj, dict) and "config" in obj and "model" in obj:
+        for key, value in (("model", ec.model), ("norm", ec.norm)):
+            if value is not None:
+                raise ConfigError(f"{key} must stay null for a videogn checkpoint ({str(path)!r} has its own), got {value.name!r}")
+        train_cfg: TrainConfig = validate(OmegaConf.merge(schema, OmegaConf.create(obj["config"])))
+    else:
+        if ec.model is None or ec.data is None:
+            raise ConfigError(
+                f"model and data must be set for {str(path)!r}, a checkpoint without a videogn training config "
+                "(e.g. model=x3d_s norm=bn data=kinetics400 ...)"
+            )
+        train_cfg = validate(OmegaConf.merge(schema, {"model": OmegaConf.structured(ec.model),
+                                                      "norm": OmegaConf.structured(ec.norm or NormConfig()),
+                                                      "data": OmegaConf.structured(ec.data)}))
+        obj = None
+    budget = dataclasses.replace(
+        train_cfg.budget,
+        num_frames=ec.num_frames or train_cfg.budget.num_frames,
+        stride=ec.stride or train_cfg.budget.stride,
+    )
+    return obj, dataclasses.replace(train_cfg, budget=budget)
+
+
+def _class_names(data) -> list[str]:
+    """Class order of a foreign checkpoint: the built-in data's, else the training CSV's labels, sorted."""
+    from videogn.data.annotations import read_kinetics_csv
+    from videogn.engine.build import resolve_data
+
+    sources = resolve_data(data)
+    if sources.classes is not None:
+        return list(sources.classes)
+    return sorted({row["label"] for row in read_kinetics_csv(sources.train_annotation, data.train_split)})
 
 
 main = hydra_entry("eval", run)  # console script videogn-eval

@@ -97,3 +97,18 @@ def test_classifier_of_another_size_is_reinitialised_with_a_message(caplog):
     torch.testing.assert_close(dst.stem.conv.weight, src.stem.conv.weight)
     with pytest.raises(ValueError, match="stem.conv.weight.*shape"):
         create_model("i3d_tiny", 7, norm="gn", weights=src.state_dict(), stem_width=8)
+
+
+@pytest.mark.parametrize("name", ["r3d_18", "mc3_18", "r2plus1d_18", "s3d"])
+def test_torchvision_video_state_dict_gives_the_same_logits(name):
+    """docs/models.md's torchvision K400 checkpoints: their state dicts load strictly with norm="bn"."""
+    import torchvision.models.video as tvv
+
+    torch.manual_seed(0)
+    ref = _randomise_bn(getattr(tvv, name)(weights=None)).eval()
+    ref.avgpool = nn.AdaptiveAvgPool3d(1)  # S3D's is fixed to its 16x224 clip; the ResNets' already global
+    bn = {"eps": 1e-3} if name == "s3d" else None  # torchvision's S3D builds BatchNorm3d(eps=0.001)
+    ours = create_model(name, 400, norm="bn", norm_kwargs=bn, weights=ref.state_dict()).eval()
+    x = torch.randn(1, 3, 8, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.double()(x), ref.double()(x), atol=1e-10, rtol=1e-10)

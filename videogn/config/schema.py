@@ -426,10 +426,18 @@ class EvalConfig:
     dist_backend: str = "auto"
     progress_bar: Optional[bool] = None
     output_dir: Optional[str] = None  # None: the Hydra run directory
+    # a checkpoint without a videogn training config (pytorchvideo .pyth, torchvision state dict):
+    model: Optional[ModelConfig] = None  # required then (e.g. model=x3d_s norm=bn); else must stay null
+    norm: Optional[NormConfig] = None  # None: the checkpoint's norm, or gn
+    num_frames: Optional[int] = None  # None: the checkpoint's budget.num_frames
+    stride: Optional[int] = None  # None: the checkpoint's budget.stride
 
     def __post_init__(self) -> None:
         if not self.checkpoint:
             _fail("checkpoint", "a checkpoint path", self.checkpoint)
+        for key in ("num_frames", "stride"):
+            if getattr(self, key) is not None:
+                _int_at_least(key, getattr(self, key), 1)
         _choice("split", self.split, ("train", "val"))
         if self.num_clips is not None:
             _int_at_least("num_clips", self.num_clips, 1)

@@ -104,12 +104,20 @@ def build_dataset(
     )
 
 
-def build_model(model: ModelConfig, norm: NormConfig, num_classes: int) -> nn.Module:
+def build_model(model: ModelConfig, norm: NormConfig, num_classes: int, *, load_weights: bool = True) -> nn.Module:
     """The registered architecture ``model.name`` with ``norm``; empty ``norm.kwargs`` keeps the
-    model's own defaults (e.g. fewer groups for narrow models)."""
+    model's own defaults (e.g. fewer groups for narrow models).
+
+    With ``load_weights``, ``model.weights`` (a video checkpoint, see
+    :func:`videogn.models.load_weights`) is loaded or ``model.weights_2d`` (a 2-D ResNet state dict,
+    torchvision or timm naming) is inflated into it, strictly (the classifier excepted). A file
+    that is missing, unreadable or of another architecture raises :class:`ConfigError` naming the
+    field and the path. Pass ``load_weights=False`` when a checkpoint replaces every weight anyway
+    (evaluation of a trained run, whose files may not exist on the evaluating machine).
+    """
     from videogn.models import create_model
 
-    return create_model(
+    net = create_model(
         model.name,
         num_classes=model.num_classes or num_classes,
         norm=norm.name,
@@ -119,6 +127,31 @@ def build_model(model: ModelConfig, norm: NormConfig, num_classes: int) -> nn.Mo
         zero_init_last=model.zero_init_last,
         **dict(model.kwargs),
     )
+    if not load_weights:
+        return net
+    import logging
+    import pickle
+
+    import torch
+
+    from videogn.config.schema import ConfigError
+    from videogn.models import inflate_from_2d, load_weights as load
+
+    for key, value in (("model.weights", model.weights), ("model.weights_2d", model.weights_2d)):
+        if value is None:
+            continue
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{key} must be an existing checkpoint file, got {value!r} (not found)")
+        try:
+            if key == "model.weights":
+                load(net, path, name=model.name, strict=model.weights_strict)
+            else:  # strict: another architecture is an error, not a partial load
+                report = inflate_from_2d(net, torch.load(path, map_location="cpu", weights_only=True), strict=True)
+                logging.getLogger(__name__).info("%s: %s", key, report)
+        except (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as err:
+            raise ConfigError(f"{key}={value!r} cannot be used: {type(err).__name__}: {err}") from err
+    return net
 
 
 def report_missing_videos(dataset, path: Optional[Path], split: str) -> None:

@@ -66,6 +66,8 @@ class ModelSpec:
         gn_kwargs: GroupNorm3d settings used for ``norm="gn"`` without ``norm_kwargs``.
         gn_min_group_size: with ``norm="gn"`` and no ``norm_kwargs``, use at most C // this many
             groups, so narrow layers keep that many channels per group instead of becoming IN.
+        min_clip: the smallest (frames, crop size) the network accepts (e.g. S3D's temporal pools
+            need 8 frames); tests and tiny runs use at least this.
     """
 
     name: str
@@ -77,6 +79,7 @@ class ModelSpec:
     default_clip: tuple[int, int] = (32, 224)
     gn_kwargs: dict[str, Any] = field(default_factory=dict)
     gn_min_group_size: int = 1
+    min_clip: tuple[int, int] = (1, 16)
 
 
 MODELS: Registry[ModelSpec] = Registry("model")

@@ -176,4 +176,5 @@ for _name, _family, _clip, _desc in _TV:
     register_model(ModelSpec(
         name=_name, description=_desc, builder=functools.partial(_torchvision, _name), family=_family,
         source="torchvision", default_clip=_clip, gn_min_group_size=2,
+        min_clip=(8, 32) if _name == "s3d" else (1, 16),  # S3D's last pool has a fixed 2x2x2 window
     ))
