@@ -14,12 +14,14 @@ Pipelines:
     raw-<backend>          the backend library called directly for the clip's frames, uint8 out,
                            no transforms (decord: ``get_batch``; PyAV: in-order decode up to the
                            last needed frame, RGB conversion of the needed frames on one thread,
-                           as VideoReader does) -- the reference rate (raw PyAV does not
+                           as VideoReader does; torchcodec: ``VideoDecoder(seek_mode="exact")
+                           .get_frames_at``) -- the reference rate (raw PyAV does not
                            seek, so a seeking reader can beat it)
     reader-<backend>       videogn's VideoReader(path, backend).get_frames(indices), uint8 out, no
                            transforms: the decode path alone, against the raw library
     videogn-<backend>      KineticsDataset (train mode): VideoReader + sampling + scale jitter
-                           [256, 320], random 224 crop, flip, normalise -> float (3, T, 224, 224)
+                           [256, 320], random 224 crop, flip -> uint8 (3, T, 224, 224), what the
+                           trainer loads (``--dtype float32``: normalised on the worker instead)
     pytorchvideo-<backend> pytorchvideo's EncodedVideo.get_clip (decodes the clip's time range to
                            float) + temporal subsampling + the same transforms (its own
                            ``transforms`` package does not import with current torchvision)
@@ -34,8 +36,18 @@ Note: decord's ``get_batch`` returns wrong frames on streams with frame reorderi
 videogn/data/decode.py), so on the ``bframes`` set raw-decord is a ceiling on speed, not a correct
 loader; on the ``nob`` set it is exact.
 
+Sizing the loader: ``--workers 1 2 4`` measures each worker count; ``--target-clips-per-s 150``
+then prints, per pipeline, how many workers that training rate needs (the smallest measured count
+that reaches it, else extrapolated from the best clips/s per worker, marked ``~``).
+
+``--item-ratio``: per encoding (set), the KineticsDataset item (uint8 out) against the decode it
+does (VideoReader.get_frames of a clip of the same shape), in process, interleaved A/B rounds;
+reports the median per-round ratio of clips/s (1.0 = the item costs nothing beyond decoding).
+
 Usage:
     python scripts/bench_loader.py --quick --out bench_loader_quick.json
+    python scripts/bench_loader.py --sets nob --backends pyav --pipelines videogn --workers 1 2 --target-clips-per-s 150
+    python scripts/bench_loader.py --item-ratio --backends pyav,torchcodec --rounds 7
     python scripts/bench_loader.py --clips 96 --out bench_loader.json
     python scripts/bench_loader.py --sets nob --backends decord,pyav --pipelines raw,videogn --quick
     python scripts/bench_loader.py --videos /data/kinetics/videos_256 --out k400.json  # real files
@@ -131,6 +143,13 @@ class RawDecode(_ClipSpecs):
             vr = decord.VideoReader(path, num_threads=1)
             out = vr.get_batch(self.indices(len(vr)).tolist()).asnumpy()
             del vr
+        elif self.backend == "torchcodec":
+            from torchcodec.decoders import VideoDecoder
+
+            dec = VideoDecoder(path, seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=1)
+            idx = self.indices(len(dec))
+            uniq = np.unique(idx)
+            out = dec.get_frames_at(uniq.tolist()).data.numpy()[np.searchsorted(uniq, idx)]
         else:
             import av
 
@@ -247,7 +266,8 @@ def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     paths = cfg["paths"]
     kind, backend, workers = cfg["pipeline"], cfg["backend"], cfg["workers"]
     if kind == "videogn":
-        ds = KineticsDataset(cfg["root"], num_frames=cfg["num_frames"], stride=cfg["stride"], backend=backend)
+        ds = KineticsDataset(cfg["root"], num_frames=cfg["num_frames"], stride=cfg["stride"], backend=backend,
+                             dtype=cfg.get("dtype", "uint8"))
         collate = collate_clips
     elif kind == "raw":
         ds, collate = RawDecode(paths, cfg["num_frames"], cfg["stride"], backend), torch.stack
@@ -282,6 +302,56 @@ def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def item_ratio(cfg: dict[str, Any]) -> dict[str, Any]:
+    """KineticsDataset item (uint8) vs the VideoReader decode of a same-shaped clip, interleaved:
+    each round times ``per_round`` items then as many decodes (the order alternates by round)."""
+    import torch
+
+    from videogn.data import KineticsDataset
+
+    torch.set_num_threads(1)
+    backend, n = cfg["backend"], cfg["per_round"]
+    ds = KineticsDataset(cfg["root"], num_frames=cfg["num_frames"], stride=cfg["stride"], backend=backend, dtype="uint8")
+    dec = ReaderDecode(cfg["paths"], cfg["num_frames"], cfg["stride"], backend)
+    rng = random.Random(0)
+    random.seed(0)
+
+    def rate(fn: Any, size: int) -> float:
+        picks = [rng.randrange(size) for _ in range(n)]
+        t0 = time.perf_counter()
+        for i in picks:
+            fn(i)
+        return n / (time.perf_counter() - t0)
+
+    ds[0], dec[0]  # warm-up: imports, first open
+    items, decodes, ratios = [], [], []
+    for r in range(cfg["rounds"]):
+        if r % 2:
+            b = rate(dec.__getitem__, len(dec))
+            a = rate(ds.__getitem__, len(ds))
+        else:
+            a = rate(ds.__getitem__, len(ds))
+            b = rate(dec.__getitem__, len(dec))
+        items.append(a)
+        decodes.append(b)
+        ratios.append(a / b)
+    return {"backend": backend, "rounds": cfg["rounds"], "clips_per_round": n,
+            "item_clips_per_s": float(np.median(items)), "decode_clips_per_s": float(np.median(decodes)),
+            "median_ratio": float(np.median(ratios)), "ratios": ratios}
+
+
+def workers_needed(rates: dict[int, float], target: float) -> str:
+    """The smallest measured worker count whose clips/s reaches ``target``; else an estimate
+    (``~N``) from the best clips/s per worker measured."""
+    for w in sorted(rates):
+        if w > 0 and rates[w] >= target:
+            return str(w)
+    per_worker = max((r / w for w, r in rates.items() if w > 0), default=0.0)
+    if per_worker <= 0:
+        return "-"
+    return f"~{int(np.ceil(target / per_worker))}"
+
+
 # ------------------------------------------------------------------------------------------------
 
 
@@ -298,8 +368,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stride", type=int, default=2)
     ap.add_argument("--clips", type=int, default=64, help="clips per configuration")
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--workers", default="1,2")
-    ap.add_argument("--backends", default="decord,pyav")
+    ap.add_argument("--workers", nargs="+", default=["1", "2"], help="worker counts, e.g. --workers 1 2 4")
+    ap.add_argument("--target-clips-per-s", type=float, default=None,
+                    help="print the workers each pipeline needs to load this many clips/s")
+    ap.add_argument("--dtype", default="uint8", choices=["uint8", "float32"], help="KineticsDataset output")
+    ap.add_argument("--item-ratio", action="store_true", help="only the item/decode ratio per set (see above)")
+    ap.add_argument("--rounds", type=int, default=7, help="--item-ratio: interleaved A/B rounds")
+    ap.add_argument("--per-round", type=int, default=8, help="--item-ratio: clips per pipeline per round")
+    ap.add_argument("--backends", default="decord,pyav", help="comma-separated: decord, pyav, torchcodec")
     ap.add_argument("--pipelines", default="raw,reader,videogn,pytorchvideo")
     ap.add_argument("--sets", default="nob,bframes", help=f"synthetic video sets, from {list(VIDEO_SETS)}")
     ap.add_argument("--out", default=None, help="write results as JSON here")
@@ -307,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args._child:
-        print(json.dumps(run_config(json.loads(args._child))))
+        child = json.loads(args._child)
+        print(json.dumps(item_ratio(child) if child.get("item_ratio") else run_config(child)))
         return 0
 
     if args.quick:
@@ -331,7 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     real = bool(args.videos)
 
     have_ptv = subprocess.run([sys.executable, "-c", "import pytorchvideo.data.encoded_video"], capture_output=True).returncode == 0
-    workers = [int(w) for w in args.workers.split(",")]
+    workers = [int(w) for arg in args.workers for w in str(arg).split(",") if w]
+    if args.item_ratio:
+        return _run_item_ratio(args, sets)
     configs = []
     if "pytorchvideo" in args.pipelines.split(",") and not have_ptv:
         print("pytorchvideo's EncodedVideo does not import: skipped", file=sys.stderr)
@@ -345,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                     configs.append({"set": set_name, "pipeline": pipeline, "backend": backend, "workers": w,
                                     "paths": paths, "root": str(root), "num_frames": args.num_frames,
                                     "stride": args.stride, "clips": args.clips, "batch_size": args.batch_size,
-                                    "fps": fps, "real": real})
+                                    "fps": fps, "real": real, "dtype": args.dtype})
     loadavg_start = os.getloadavg()
     results = []
     header = (f"{'set':<9}{'pipeline':<14}{'backend':<8}{'workers':>8}{'clips/s':>10}{'frames/s':>10}{'% raw':>8}"
@@ -385,19 +464,67 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{r['set']}] videogn-{r['backend']}, {r['workers']} worker(s): "
                       f"{r['speedup_vs_pytorchvideo']:.2f}x pytorchvideo-{r['backend']}, "
                       f"{r['speedup_vs_best_pytorchvideo']:.2f}x the fastest pytorchvideo ({best['backend']})")
+    if args.target_clips_per_s:
+        print(f"\nworkers for {args.target_clips_per_s:g} clips/s ({args.num_frames} frames, stride {args.stride}, "
+              f"{args.height}x{args.width} source):")
+        for key in dict.fromkeys((r["set"], r["pipeline"], r["backend"]) for r in results):
+            rates = {r["workers"]: r["clips_per_s"] for r in results if (r["set"], r["pipeline"], r["backend"]) == key}
+            need = workers_needed(rates, args.target_clips_per_s)
+            per = ", ".join(f"{w}: {c:.1f}" for w, c in sorted(rates.items()))
+            print(f"  {key[0]:<9}{key[1]}-{key[2]:<12} needs {need:>5} worker(s)   (clips/s by workers: {per})")
+            for r in results:
+                if (r["set"], r["pipeline"], r["backend"]) == key:
+                    r["workers_for_target"] = need
     import torch
 
     meta = {
-        "machine": f"{os.cpu_count()}-core {platform.machine()} CPU, {platform.processor() or 'unknown cpu'}",
+        "machine": _machine(),
         "loadavg_start": loadavg_start, "loadavg_end": os.getloadavg(), "torch": torch.__version__, "python": platform.python_version(),
         "videos": {name: len(paths) for name, (_, paths) in sets.items()},
         "video_source": str(args.videos) if args.videos else {
             name: f"synthetic {args.num_videos} x {args.video_frames} frames {args.width}x{args.height} 30 fps, "
             f"{VIDEO_SETS[name][2]}" for name in sets},
         "clip": f"{args.num_frames} frames, stride {args.stride}", "clips_per_config": args.clips,
-        "batch_size": args.batch_size, "quick": args.quick,
+        "batch_size": args.batch_size, "quick": args.quick, "dtype": args.dtype,
+        "target_clips_per_s": args.target_clips_per_s,
     }
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    return 0
+
+
+def _machine() -> str:
+    cpu = platform.processor() or "unknown cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{os.cpu_count()}-core {platform.machine()} {cpu}"
+
+
+def _run_item_ratio(args: argparse.Namespace, sets: dict[str, tuple[Path, list[str]]]) -> int:
+    """``--item-ratio``: one fresh process per (set, backend)."""
+    results = []
+    print(f"{'set':<9}{'backend':<12}{'item clips/s':>14}{'decode clips/s':>16}{'median ratio':>14}")
+    for set_name, (root, paths) in sets.items():
+        for backend in args.backends.split(","):
+            cfg = {"item_ratio": True, "backend": backend, "root": str(root), "paths": paths,
+                   "num_frames": args.num_frames, "stride": args.stride, "rounds": args.rounds,
+                   "per_round": args.per_round}
+            proc = subprocess.run([sys.executable, __file__, "--_child", json.dumps(cfg)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"{set_name:<9}{backend:<12}  FAILED: {proc.stderr.strip()[-300:]}")
+                continue
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            res["set"] = set_name
+            results.append(res)
+            print(f"{set_name:<9}{backend:<12}{res['item_clips_per_s']:>14.2f}{res['decode_clips_per_s']:>16.2f}"
+                  f"{res['median_ratio']:>14.3f}", flush=True)
+    if args.out:
+        meta = {"machine": _machine(), "loadavg": os.getloadavg(), "clip": f"{args.num_frames} frames, stride {args.stride}",
+                "mode": "item-ratio", "rounds": args.rounds, "per_round": args.per_round}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
     return 0

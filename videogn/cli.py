@@ -4,7 +4,9 @@ Hydra finds the configs as package data (``pkg://videogn.configs``: the repo's `
 mapped into the wheel), so the scripts work from any directory after ``pip install``; a folder of
 your own configs is added with ``--config-dir DIR`` or ``hydra.searchpath=[file://DIR]``.
 
-Start-up, in order: the command-line keys are checked against the schema before Hydra runs (a typo
+Start-up, in order: a process started as the console script (or ``python -m``) makes OpenMP wait
+passively, re-executing itself once if needed (:func:`videogn.threads.ensure_passive_openmp`); the
+command-line keys are checked against the schema before Hydra runs (a typo
 such as ``trainer.epoch=1`` or ``+trainer.epoch=1`` names the key and the closest valid one and
 creates no run dir); the composed config is validated (a failure removes the run dir Hydra made,
 which then holds only ``.hydra/``); then the job runs with its log file in the run dir.
@@ -26,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from videogn.config import ConfigError, EvalConfig, TrainConfig, register_configs
 from videogn.config.validation import unknown_key_error, unknown_keys
 from videogn.runtime import env_rank
+from videogn.threads import ensure_passive_openmp
 
 __all__ = [
     "CONFIG_MODULE",
@@ -178,6 +181,8 @@ def hydra_entry(config_name: str, task: Callable[[DictConfig], Any]) -> Callable
             sys.exit(EXIT_PREEMPTED)
 
     def main() -> None:
+        if getattr(sys.modules.get("__main__"), "main", None) is main:
+            ensure_passive_openmp()  # only as the program itself: never re-execute a caller such as pytest
         try:
             check_overrides(sys.argv[1:], schema)
         except ConfigError as e:

@@ -89,11 +89,9 @@ def closest(word: str, choices: Iterable[str]) -> Optional[str]:
 
 def auto_num_workers() -> int:
     """Data-loader workers for ``num_workers=auto``: the cores available to this process, capped."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS has no sched_getaffinity
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_AUTO_WORKERS))
+    from videogn.threads import available_cores
+
+    return max(1, min(available_cores(), MAX_AUTO_WORKERS))
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 
 from videogn.data.annotations import DEFAULT_FILENAME_PATTERN, MissingVideo, VideoRecord, load_annotations
 from videogn.data.decode import VideoDecodeError, VideoReader
+from videogn.data.video_backends import BACKENDS
 from videogn.data.sampling import SHORT_VIDEO_RULES, clip_step, eval_clip_indices, train_clip_indices
 from videogn.data.transforms import eval_transform, train_transform
 
@@ -116,8 +117,8 @@ class KineticsDataset(torch.utils.data.Dataset):
             raise ValueError(f"num_crops must be 1 or 3, got {num_crops!r}")
         if short_video not in SHORT_VIDEO_RULES:
             raise ValueError(f"short_video must be one of {SHORT_VIDEO_RULES}, got {short_video!r}")
-        if backend not in ("auto", "decord", "pyav"):
-            raise ValueError(f"backend must be 'auto', 'decord' or 'pyav', got {backend!r}")
+        if backend not in ("auto", *BACKENDS):
+            raise ValueError(f"backend must be one of {('auto', *BACKENDS)}, got {backend!r}")
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
         ann = load_annotations(root, annotation, split=split, class_index=class_index,

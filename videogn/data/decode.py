@@ -1,4 +1,4 @@
-"""Frame-accurate video decoding with decord (decord2) and PyAV.
+"""Frame-accurate video decoding with PyAV, decord (decord2) and torchcodec (optional).
 
 ``VideoReader(path)`` gives ``len()``, ``fps`` and ``get_frames(indices) -> (T, H, W, 3) uint8``.
 Frame ``i`` is always the ``i``-th frame of a full, in-order PyAV decode (presentation order), on
@@ -26,6 +26,10 @@ full PyAV decodes):
   On streams with reordering decord must decode from frame 0 and is slower still (78 against 43 ms).
   So ``auto`` is PyAV for every file; ``backend="decord"`` remains for users who want it, exact
   everywhere and fast on in-order files.
+* ``backend="torchcodec"`` (optional) is exact where it opens a file and refuses containers
+  without per-frame pts; measured slower than the PyAV reader per clip (17.3 against 20.8 clips/s
+  on in-order 340x256 H.264, docs/benchmarks/loader.md), so ``auto`` does not pick it. Its use is
+  ``device="cuda"``: NVDEC decoding straight into GPU memory.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import torch
 
 from videogn.data.video_backends import (
     BACKENDS, VideoDecodeError, as_index_array, available_backends, check_file, have_decord, probe_frame_order,
+    torchcodec_import_error,
 )
 
 __all__ = ["VideoDecodeError", "VideoReader", "available_backends", "check_video", "probe_frame_order"]
@@ -65,8 +70,10 @@ class VideoReader:
 
     Args:
         path: video file.
-        backend: ``"auto"`` (PyAV, decord fallback per file), ``"decord"`` or ``"pyav"``.
+        backend: ``"auto"`` (PyAV, decord fallback per file), ``"pyav"``, ``"decord"`` or ``"torchcodec"``.
         num_threads: decoder threads; keep 1 inside DataLoader workers (parallelism comes from workers).
+        device: ``"cpu"``, or ``"cuda"``/``"cuda:N"`` to decode with NVDEC (torchcodec only; the
+            frames then come back on that device).
 
     Raises:
         VideoDecodeError: the file is missing, empty, not a video, has no video stream or no frames,
@@ -77,15 +84,24 @@ class VideoReader:
         ...     frames = vr.get_frames([0, 2, 4])  # (3, H, W, 3) uint8
     """
 
-    def __init__(self, path: str | os.PathLike, backend: str = "auto", num_threads: int = 1) -> None:
-        if backend not in ("auto", "decord", "pyav"):
-            raise ValueError(f"backend must be 'auto', 'decord' or 'pyav', got {backend!r}")
+    def __init__(
+        self, path: str | os.PathLike, backend: str = "auto", num_threads: int = 1, device: str = "cpu"
+    ) -> None:
+        if backend not in ("auto", *BACKENDS):
+            raise ValueError(f"backend must be one of {['auto', *BACKENDS]}, got {backend!r}")
         if not isinstance(num_threads, int) or num_threads < 0:
             raise ValueError(f"num_threads must be an int >= 0 (0 = codec default), got {num_threads!r}")
+        dev = torch.device(device)
+        if dev.type != "cpu" and backend != "torchcodec":
+            raise ValueError(f"device={device!r} needs backend='torchcodec' (NVDEC); got backend={backend!r}")
         self.path = Path(path)
         self.num_threads = num_threads
+        self.device = str(dev)
         if backend == "decord" and not have_decord():
             raise ValueError("backend='decord' requested but decord (pip install decord2) does not import")
+        if backend == "torchcodec" and torchcodec_import_error() is not None:
+            raise ValueError(f"backend='torchcodec' requested but torchcodec does not import "
+                             f"({torchcodec_import_error()}); pip install 'videogn[torchcodec]' and FFmpeg's libraries")
         if backend == "auto":  # PyAV first (measured faster, see the module docstring), decord as the fallback
             self._order = ["pyav", "decord"] if have_decord() else ["pyav"]
         else:
@@ -98,7 +114,8 @@ class VideoReader:
             name = self._order.pop(0)
             try:
                 check_file(self.path, name)
-                impl = BACKENDS[name](self.path, self.num_threads)
+                extra = {"device": self.device} if name == "torchcodec" else {}
+                impl = BACKENDS[name](self.path, self.num_threads, **extra)
             except VideoDecodeError as e:
                 self._errors.append(e)
                 if not self._order or e.cause in ("file not found", "empty file (0 bytes)", "not a regular file"):
@@ -118,7 +135,7 @@ class VideoReader:
 
     @property
     def backend(self) -> str:
-        """Name of the backend in use (``"decord"`` or ``"pyav"``)."""
+        """Name of the backend in use (``"pyav"``, ``"decord"`` or ``"torchcodec"``)."""
         return self._impl.name
 
     @property
@@ -140,12 +157,15 @@ class VideoReader:
         """Decode the frames at ``indices`` (any order, repeats allowed).
 
         Returns:
-            uint8 tensor (T, H, W, 3), RGB, T = len(indices).
+            uint8 tensor (T, H, W, 3), RGB, T = len(indices); on ``device``.
         """
         idx = as_index_array(indices, len(self), self.path, self.backend)
         while True:
             try:
-                return torch.from_numpy(np.ascontiguousarray(self._impl.get(idx)))
+                frames = self._impl.get(idx)
+                if isinstance(frames, torch.Tensor):  # torchcodec: already a tensor, maybe on the GPU
+                    return frames.contiguous()
+                return torch.from_numpy(np.ascontiguousarray(frames))
             except VideoDecodeError as e:
                 self._errors.append(e)
                 if not self._order:

@@ -1,4 +1,5 @@
-"""The two decoders behind :class:`~videogn.data.decode.VideoReader`: PyAV and decord (decord2).
+"""The decoders behind :class:`~videogn.data.decode.VideoReader`: PyAV, decord (decord2) and
+torchcodec (optional: ``pip install videogn[torchcodec]``, needs FFmpeg's shared libraries).
 
 * PyAV backend: the packets are demuxed once at open (no decoding) to index the frames by
   presentation timestamp and to find keyframes. ``get_frames`` seeks to the keyframe at or before
@@ -33,11 +34,17 @@
   FFmpeg, so it is detected per file, never predicted. A failing decord reader raises
   :class:`VideoDecodeError` naming the cause; ``backend="auto"`` reads such files with PyAV (its
   first choice anyway) and logs one line per distinct cause whenever it falls back.
+* torchcodec backend: ``seek_mode="exact"`` scans the file once at open and indexes the frames by
+  presentation time, so its frame i is PyAV's frame i on reordered streams too. The backend
+  checks its frame count against the PyAV demux at open (a file where they disagree, e.g. edit
+  lists, raises :class:`VideoDecodeError`). ``device="cuda"`` decodes on the GPU with NVDEC
+  (torchcodec's CUDA build and an NVIDIA driver; not exercised by the CPU test suite).
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import os
 import re
@@ -83,9 +90,24 @@ def have_decord() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1)
+def torchcodec_import_error() -> str | None:
+    """Why torchcodec cannot be used here (None when it can): not installed, or its FFmpeg
+    libraries are missing (it loads them at import)."""
+    try:
+        import torchcodec.decoders  # noqa: F401
+    except Exception as e:  # a missing libavcodec surfaces as RuntimeError/OSError at import
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return None
+
+
+def have_torchcodec() -> bool:
+    return torchcodec_import_error() is None
+
+
 def available_backends() -> list[str]:
     """Backends that import on this machine, in ``backend="auto"`` order."""
-    return ["pyav"] + (["decord"] if have_decord() else [])
+    return ["pyav"] + (["decord"] if have_decord() else []) + (["torchcodec"] if have_torchcodec() else [])
 
 
 def check_file(path: Path, backend: str) -> None:
@@ -149,6 +171,13 @@ def probe_frame_order(path: str | os.PathLike) -> tuple[bool, int]:
 
 def _probe_stream(path: str | os.PathLike) -> tuple[bool, int, tuple[int, int]]:
     """:func:`probe_frame_order` plus the stream's ``(height, width)``."""
+    order, size, _ = _demux(path)
+    return order.in_order and order.num_frames > 0, order.num_frames, size
+
+
+def _demux(path: str | os.PathLike) -> tuple[_OrderCheck, tuple[int, int], bool]:
+    """Demux every video packet: the order check, ``(height, width)``, and whether every frame has
+    its own presentation timestamp in a container that stores them (what pts-indexed seeking needs)."""
     import av
 
     path = Path(path)
@@ -159,12 +188,17 @@ def _probe_stream(path: str | os.PathLike) -> tuple[bool, int, tuple[int, int]]:
             stream = container.streams.video[0]
             size = (stream.codec_context.height, stream.codec_context.width)
             order = _OrderCheck(bool(stream.codec_context.has_b_frames))
+            pts: list[int] = []
             for packet in container.demux(stream):
                 if packet.size:
                     order.feed(packet)
+                    pts.append(packet.pts)
+            fmt = (container.format.name or "").split(",")
     except (av.FFmpegError, EOFError, UnicodeDecodeError, ValueError) as e:
         raise VideoDecodeError(path, f"cannot demux ({e})", "pyav") from e
-    return order.in_order and order.num_frames > 0, order.num_frames, size
+    timestamped = (any(name in fmt for name in _SEEK_SAFE_FORMATS) and None not in pts
+                   and len(set(pts)) == len(pts))
+    return order, size, timestamped
 
 
 class _PyAVBackend:
@@ -447,4 +481,7 @@ def _short(e: BaseException) -> str:
     return msg if len(msg) < 300 else msg[:297] + "..."
 
 
-BACKENDS = {"pyav": _PyAVBackend, "decord": _DecordBackend}
+# torchcodec's reader lives in its own module (it imports the helpers above)
+from videogn.data.torchcodec_backend import TorchCodecBackend  # noqa: E402
+
+BACKENDS = {"pyav": _PyAVBackend, "decord": _DecordBackend, "torchcodec": TorchCodecBackend}

@@ -62,6 +62,7 @@ from videogn.engine.distributed import (
 from videogn.optim import LRSchedule, build_sgd
 from videogn.engine.preemption import StopSignals, TrainingPreempted, ignore_stop_signals
 from videogn.engine.train_log import TrainLog
+from videogn.threads import plan_threads
 from videogn.runtime import check_training_precision, forward_backward, optimizer_step, seed_everything, unwrap
 
 __all__ = ["NonFiniteLossError", "TrainState", "Trainer"]
@@ -120,8 +121,9 @@ class Trainer:
         self.out = Path(output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         _check_trainable_precision(tc.precision, self.device)
-        if tc.num_threads is not None:
-            torch.set_num_threads(tc.num_threads)
+        # intra-op threads and loader workers planned together from the cores this process may use
+        threads, self.num_workers = plan_threads(cfg.data.num_workers, tc.num_threads)
+        torch.set_num_threads(threads)
         if self.device.type == "cpu":
             # GN gradients that shrink toward zero turn denormal and slow CPU steps 5-15x; flushing
             # them to zero changes nothing a float32 update could represent
@@ -346,7 +348,7 @@ class Trainer:
     def _loader(self) -> DataLoader:
         from videogn.data import collate_clips, make_worker_init_fn
 
-        tc, nw = self.cfg.trainer, self.cfg.data.num_workers
+        tc, nw = self.cfg.trainer, self.num_workers
         # An explicit generator keeps the global RNG untouched by the loader and makes the
         # workers' seeds a function of (seed, epoch, rank).
         g = torch.Generator().manual_seed(((tc.seed * 1_000_003 + self.state.epoch) * 4099 + self.dist.rank) % 2**63)
