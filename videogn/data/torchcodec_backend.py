@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from videogn.data.video_backends import VideoDecodeError, _demux
+from videogn.data.video_backends import VideoDecodeError, _demux, short_error
 
 __all__ = ["TorchCodecBackend"]
 
@@ -38,7 +38,7 @@ class TorchCodecBackend:
                                     num_ffmpeg_threads=num_threads, device=device)
             meta = self.dec.metadata
         except Exception as e:  # torchcodec raises RuntimeError/ValueError for unreadable input
-            raise VideoDecodeError(path, f"cannot open ({_first_line(e)})", self.name) from e
+            raise VideoDecodeError(path, f"cannot open ({short_error(e)})", self.name) from e
         self.num_frames = len(self.dec)
         if self.num_frames <= 0:
             raise VideoDecodeError(path, "video stream has zero frames", self.name)
@@ -67,7 +67,7 @@ class TorchCodecBackend:
             try:
                 frames = self._get_forward(uniq)
             except Exception as e:
-                raise VideoDecodeError(self.path, f"decoding failed ({_first_line(e)})", self.name) from e
+                raise VideoDecodeError(self.path, f"decoding failed ({short_error(e)})", self.name) from e
         return frames[torch.from_numpy(np.searchsorted(uniq, idx)).to(frames.device)]
 
     def _get_forward(self, uniq: np.ndarray) -> torch.Tensor:
@@ -78,8 +78,3 @@ class TorchCodecBackend:
 
     def close(self) -> None:
         self.dec = None
-
-
-def _first_line(e: BaseException) -> str:
-    msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return msg if len(msg) < 300 else msg[:297] + "..."

@@ -391,7 +391,7 @@ class _DecordBackend:
             self.num_frames = len(self.vr)
             self.fps = float(self.vr.get_avg_fps())
         except Exception as e:  # DECORDError derives from Exception only
-            raise VideoDecodeError(path, f"cannot open ({_short(e)})", self.name) from e
+            raise VideoDecodeError(path, f"cannot open ({short_error(e)})", self.name) from e
         if self.num_frames <= 0:
             raise VideoDecodeError(path, "video stream has zero frames", self.name)
         size: tuple[int, int] | None = None
@@ -415,7 +415,7 @@ class _DecordBackend:
         except VideoDecodeError:
             raise
         except Exception as e:
-            msg = _short(e)
+            msg = short_error(e)
             if "DECORDArrayCopyFromTo" in msg:  # the row-padding failure
                 msg += "; decord cannot copy FFmpeg's padded frame rows at this frame width on this CPU"
             raise VideoDecodeError(self.path, f"cannot read frames ({msg})", self.name) from e
@@ -441,7 +441,7 @@ class _DecordBackend:
         except VideoDecodeError:
             raise
         except Exception as e:
-            raise VideoDecodeError(self.path, f"decoding failed ({_short(e)})", self.name) from e
+            raise VideoDecodeError(self.path, f"decoding failed ({short_error(e)})", self.name) from e
 
     def _get_random_access(self, idx: np.ndarray) -> np.ndarray:
         # In-order stream: decord's keyframe seeks land on the right frame. Ask for each frame once,
@@ -474,7 +474,8 @@ class _DecordBackend:
 _DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+?:\d+: ")
 
 
-def _short(e: BaseException) -> str:
+def short_error(e: BaseException) -> str:
+    """An exception's message on one line, for a VideoDecodeError cause."""
     # decord errors carry "[hh:mm:ss] file.cc:line:" prefixes and a C++ stack trace; keep the message
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith("[bt]")]
     msg = _DECORD_PREFIX.sub("", lines[0]) if lines else type(e).__name__
