@@ -24,7 +24,6 @@ __all__ = [
     "PeerWatch",
     "RankFailure",
     "all_gather_objects",
-    "any_across_ranks",
     "collective_device",
     "broadcast_object",
     "init_distributed",
@@ -127,15 +126,6 @@ def collective_device() -> torch.device:
     if _active() and dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
-
-
-def any_across_ranks(flag: bool) -> bool:
-    """True on every rank if ``flag`` is true on any rank (so all ranks take the same branch)."""
-    if not _active():
-        return bool(flag)
-    t = torch.tensor([1.0 if flag else 0.0], device=collective_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

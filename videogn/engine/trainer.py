@@ -57,7 +57,7 @@ from videogn.data.transforms import normalize_batch
 from videogn.engine import checkpoint as ckpt
 from videogn.engine.build import build_dataset, build_model, report_missing_videos, resolve_data
 from videogn.engine.distributed import (
-    DistInfo, PeerWatch, all_gather_objects, any_across_ranks, broadcast_object, collective_device, init_distributed,
+    DistInfo, PeerWatch, all_gather_objects, broadcast_object, collective_device, init_distributed,
 )
 from videogn.optim import LRSchedule, build_sgd
 from videogn.engine.preemption import StopSignals, TrainingPreempted, ignore_stop_signals
@@ -89,7 +89,7 @@ class _Window:
 
     micro: int = 0
     clips: int = 0
-    loss_sum: float = 0.0  # sum over micro-batches of mean loss x clips (this rank)
+    loss_sum: Any = 0.0  # sum over micro-batches of mean loss x clips (this rank; a tensor once added to)
 
 
 def _config_yaml(cfg: TrainConfig) -> str:
@@ -228,7 +228,7 @@ class Trainer:
         peers = PeerWatch()
         try:
             with StopSignals() as signals, log:
-                while s.step < stop_at and not self._stop_requested(signals):
+                while s.step < stop_at and self.stopped_by is None:
                     self._train_epoch(stop_at, log, signals)
                 self._sync_buffers()
                 if s.step > 0 and self.saved_step != s.step:
@@ -258,9 +258,9 @@ class Trainer:
             if window.micro < accum:
                 continue
             applied, lr = self._optimizer_step(window)
-            self._end_of_step(window, applied, lr, micro_in_epoch, stop_at, log)
+            self._end_of_step(window, applied, lr, micro_in_epoch, stop_at, log, signals)
             window = _Window()
-            if s.step >= stop_at or s.batch_in_epoch == 0 or self._stop_requested(signals):
+            if s.step >= stop_at or s.batch_in_epoch == 0 or self.stopped_by is not None:
                 return  # done, next epoch (a new loader, reshuffled), or stopping
         # the sampler ran out early: drop any partial accumulation, next epoch
         self.optimizer.zero_grad(set_to_none=True)
@@ -278,7 +278,7 @@ class Trainer:
                                     loss_weight=x.shape[0], scaler=self.scaler if self.scaler.is_enabled() else None)
         window.micro += 1
         window.clips += x.shape[0]
-        window.loss_sum += float(loss) * x.shape[0]
+        window.loss_sum = window.loss_sum + loss * x.shape[0]  # a tensor: read once per step, not per micro-batch
         self.state.batch_in_epoch += 1
 
     def _optimizer_step(self, window: _Window) -> tuple[bool, float]:
@@ -290,11 +290,14 @@ class Trainer:
         applied = optimizer_step(
             self.model, self.optimizer, scaler=self.scaler if self.scaler.is_enabled() else None,
             divide_by=window.clips, grad_clip_norm=self.cfg.optim.grad_clip_norm,
-            finite=math.isfinite(window.loss_sum),
+            finite=math.isfinite(float(window.loss_sum)),
         )
         return applied, lr
 
-    def _end_of_step(self, window: _Window, applied: bool, lr: float, micro_in_epoch: int, stop_at: int, log: TrainLog) -> None:
+    def _end_of_step(
+        self, window: _Window, applied: bool, lr: float, micro_in_epoch: int, stop_at: int, log: TrainLog,
+        signals: StopSignals,
+    ) -> None:
         s, tc = self.state, self.cfg.trainer
         if applied:
             s.nonfinite_streak = 0
@@ -313,7 +316,7 @@ class Trainer:
         s.step += 1
         if s.batch_in_epoch >= micro_in_epoch:
             s.epoch, s.batch_in_epoch = s.epoch + 1, 0
-        self.last_loss = self._mean_loss(window) if applied else math.nan
+        self.last_loss = self._agree_on_step(window, applied, signals)
         now = time.perf_counter()
         log.step({
             "step": s.step, "epoch": s.epoch, "loss": self.last_loss, "lr": lr,
@@ -324,19 +327,17 @@ class Trainer:
         if s.step % tc.checkpoint_every == 0 or s.step == stop_at:
             self.save_checkpoint()
 
-    def _mean_loss(self, window: _Window) -> float:
-        """The step's loss over every rank's clips (one all-reduce when distributed)."""
-        if not self.dist.distributed:
-            return window.loss_sum / window.clips
-        t = torch.tensor([window.loss_sum, float(window.clips)], dtype=torch.float64, device=collective_device())
-        dist.all_reduce(t)
-        return float(t[0] / t[1])
-
-    def _stop_requested(self, signals: StopSignals) -> bool:
-        """Whether any rank got a stop signal; every rank gets the same answer at the same step."""
-        if any_across_ranks(signals.received is not None):
+    def _agree_on_step(self, window: _Window, applied: bool, signals: StopSignals) -> float:
+        """The step's loss over every rank's clips (NaN when skipped), and whether any rank got a stop
+        signal (then :attr:`stopped_by` is set on every rank at this same step): one all-reduce."""
+        loss_sum, clips, stop = float(window.loss_sum), float(window.clips), signals.received is not None
+        if self.dist.distributed:
+            t = torch.tensor([loss_sum, clips, float(stop)], dtype=torch.float64, device=collective_device())
+            dist.all_reduce(t)
+            loss_sum, clips, stop = float(t[0]), float(t[1]), bool(t[2] > 0)
+        if stop and self.stopped_by is None:
             self.stopped_by = signals.received or "a stop signal on another rank"
-        return self.stopped_by is not None
+        return loss_sum / clips if applied else math.nan
 
     def _sync_buffers(self) -> None:
         # BN running statistics drift apart per rank after the last forward: make every rank hold
