@@ -41,8 +41,11 @@ then prints, per pipeline, how many workers that training rate needs (the smalle
 that reaches it, else extrapolated from the best clips/s per worker, marked ``~``).
 
 ``--item-ratio``: per encoding (set), the KineticsDataset item (uint8 out) against the decode it
-does (VideoReader.get_frames of a clip of the same shape), in process, interleaved A/B rounds;
-reports the median per-round ratio of clips/s (1.0 = the item costs nothing beyond decoding).
+does (VideoReader.get_frames of the same frames: each clip -- video and seed, which fixes the start
+frame -- is timed both ways back to back, A/B order alternating), in process, in rounds of
+``--per-round`` clips; reports the median per-round ratio of clips/s (1.0 = the item costs nothing
+beyond decoding), from wall time and from CPU time (everything runs on one thread; on a shared
+machine the CPU-time ratio leaves out the time the process waited for a core).
 
 Usage:
     python scripts/bench_loader.py --quick --out bench_loader_quick.json
@@ -303,41 +306,53 @@ def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def item_ratio(cfg: dict[str, Any]) -> dict[str, Any]:
-    """KineticsDataset item (uint8) vs the VideoReader decode of a same-shaped clip, interleaved:
-    each round times ``per_round`` items then as many decodes (the order alternates by round)."""
+    """KineticsDataset item (uint8) vs the VideoReader decode of the same clip. Each clip is timed
+    both ways back to back (order alternating), so the two sides see the same clips (a clip's cost
+    depends on its start: frames decoded from the keyframe) and the same machine load (on a shared
+    machine it changes within seconds); a round's ratio is its decode time over its item time."""
     import torch
 
-    from videogn.data import KineticsDataset
+    from videogn.data import KineticsDataset, VideoReader, train_clip_indices
 
     torch.set_num_threads(1)
-    backend, n = cfg["backend"], cfg["per_round"]
-    ds = KineticsDataset(cfg["root"], num_frames=cfg["num_frames"], stride=cfg["stride"], backend=backend, dtype="uint8")
-    dec = ReaderDecode(cfg["paths"], cfg["num_frames"], cfg["stride"], backend)
+    backend, n, t, stride = cfg["backend"], cfg["per_round"], cfg["num_frames"], cfg["stride"]
+    ds = KineticsDataset(cfg["root"], num_frames=t, stride=stride, backend=backend, dtype="uint8")
     rng = random.Random(0)
-    random.seed(0)
 
-    def rate(fn: Any, size: int) -> float:
-        picks = [rng.randrange(size) for _ in range(n)]
-        t0 = time.perf_counter()
-        for i in picks:
-            fn(i)
-        return n / (time.perf_counter() - t0)
+    def item(i: int, seed: int) -> None:
+        torch.manual_seed(seed)
+        ds[i]
 
-    ds[0], dec[0]  # warm-up: imports, first open
-    items, decodes, ratios = [], [], []
+    def decode(i: int, seed: int) -> None:
+        torch.manual_seed(seed)  # the item's first draw is its start frame: the same frames
+        with VideoReader(ds.records[i].path, backend=backend) as vr:
+            vr.get_frames(train_clip_indices(len(vr), t, float(stride)))
+
+    def timed(fn: Any, i: int, seed: int) -> np.ndarray:
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn(i, seed)
+        return np.array([time.perf_counter() - t0, time.process_time() - c0])
+
+    item(0, 0), decode(0, 0)  # warm-up: imports, first open
+    items, decodes, ratios, cpu_ratios = [], [], [], []
     for r in range(cfg["rounds"]):
-        if r % 2:
-            b = rate(dec.__getitem__, len(dec))
-            a = rate(ds.__getitem__, len(ds))
-        else:
-            a = rate(ds.__getitem__, len(ds))
-            b = rate(dec.__getitem__, len(dec))
-        items.append(a)
-        decodes.append(b)
-        ratios.append(a / b)
+        a, b = np.zeros(2), np.zeros(2)  # (wall, CPU) seconds of the round's items, decodes
+        for k in range(n):
+            i, seed = rng.randrange(len(ds)), rng.randrange(2**31)
+            if (r * n + k) % 2:
+                b += timed(decode, i, seed)
+                a += timed(item, i, seed)
+            else:
+                a += timed(item, i, seed)
+                b += timed(decode, i, seed)
+        items.append(n / a[0])
+        decodes.append(n / b[0])
+        ratios.append(b[0] / a[0])
+        cpu_ratios.append(b[1] / a[1])
     return {"backend": backend, "rounds": cfg["rounds"], "clips_per_round": n,
             "item_clips_per_s": float(np.median(items)), "decode_clips_per_s": float(np.median(decodes)),
-            "median_ratio": float(np.median(ratios)), "ratios": ratios}
+            "median_ratio": float(np.median(ratios)), "ratios": ratios,
+            "median_cpu_ratio": float(np.median(cpu_ratios)), "cpu_ratios": cpu_ratios}
 
 
 def workers_needed(rates: dict[int, float], target: float) -> str:
@@ -373,8 +388,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="print the workers each pipeline needs to load this many clips/s")
     ap.add_argument("--dtype", default="uint8", choices=["uint8", "float32"], help="KineticsDataset output")
     ap.add_argument("--item-ratio", action="store_true", help="only the item/decode ratio per set (see above)")
-    ap.add_argument("--rounds", type=int, default=7, help="--item-ratio: interleaved A/B rounds")
-    ap.add_argument("--per-round", type=int, default=8, help="--item-ratio: clips per pipeline per round")
+    ap.add_argument("--rounds", type=int, default=7, help="--item-ratio: rounds (a ratio each)")
+    ap.add_argument("--per-round", type=int, default=8,
+                    help="--item-ratio: clips per round, each timed as item and as decode")
     ap.add_argument("--backends", default="decord,pyav", help="comma-separated: decord, pyav, torchcodec")
     ap.add_argument("--pipelines", default="raw,reader,videogn,pytorchvideo")
     ap.add_argument("--sets", default="nob,bframes", help=f"synthetic video sets, from {list(VIDEO_SETS)}")
@@ -507,7 +523,7 @@ def _machine() -> str:
 def _run_item_ratio(args: argparse.Namespace, sets: dict[str, tuple[Path, list[str]]]) -> int:
     """``--item-ratio``: one fresh process per (set, backend)."""
     results = []
-    print(f"{'set':<9}{'backend':<12}{'item clips/s':>14}{'decode clips/s':>16}{'median ratio':>14}")
+    print(f"{'set':<9}{'backend':<12}{'item clips/s':>14}{'decode clips/s':>16}{'median ratio':>14}{'CPU-time ratio':>16}")
     for set_name, (root, paths) in sets.items():
         for backend in args.backends.split(","):
             cfg = {"item_ratio": True, "backend": backend, "root": str(root), "paths": paths,
@@ -521,7 +537,7 @@ def _run_item_ratio(args: argparse.Namespace, sets: dict[str, tuple[Path, list[s
             res["set"] = set_name
             results.append(res)
             print(f"{set_name:<9}{backend:<12}{res['item_clips_per_s']:>14.2f}{res['decode_clips_per_s']:>16.2f}"
-                  f"{res['median_ratio']:>14.3f}", flush=True)
+                  f"{res['median_ratio']:>14.3f}{res['median_cpu_ratio']:>16.3f}", flush=True)
     if args.out:
         meta = {"machine": _machine(), "loadavg": os.getloadavg(), "clip": f"{args.num_frames} frames, stride {args.stride}",
                 "mode": "item-ratio", "rounds": args.rounds, "per_round": args.per_round}

@@ -18,6 +18,7 @@ from videogn.layers import (
     convert_norm,
     create_norm,
     resolve_norm,
+    standardize_convs,
     zero_init_last_norm,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "FrozenBatchNorm",
     "GroupNorm3d",
     "WSConv3d",
+    "standardize_convs",
     "convert_norm",
     "create_norm",
     "resolve_norm",

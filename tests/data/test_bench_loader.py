@@ -25,3 +25,17 @@ def test_bench_loader_smoke(tmp_path):
     assert kinds == {("raw", 0), ("raw", 1), ("videogn", 1)}
     assert all(r["clips_per_s"] > 0 and r["peak_rss_main_mb"] > 0 for r in data["results"])
     assert "clips/s" in proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_loader_item_ratio(tmp_path):
+    out = tmp_path / "ratio.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--item-ratio", "--quick", "--num-frames", "8", "--rounds", "2", "--per-round", "2",
+         "--sets", "nob", "--backends", "pyav", "--cache", str(tmp_path / "videos"), "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (res,) = json.loads(out.read_text())["results"]
+    assert res["set"] == "nob" and len(res["ratios"]) == len(res["cpu_ratios"]) == 2
+    assert res["median_ratio"] > 0 and res["median_cpu_ratio"] > 0

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from videogn.data import eval_transform, normalize, resize_short_side, spatial_crops, train_transform
+from videogn.data.transforms import _resize_thwc
 
 MEAN, STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 
@@ -114,3 +115,36 @@ def test_bad_arguments(fn, kwargs, exc, match):
         train_transform(ramp_clip().float())
     with pytest.raises(ValueError, match="mean and std"):
         normalize(torch.zeros(1, 2, 2, 3), (0.5,), STD)
+
+
+@pytest.mark.parametrize("src, out", [(179, 224), (200, 224), (223, 224), (240, 224), (97, 112), (120, 24), (31, 48)])
+def test_flip_before_resize_equals_flip_after(src, out):
+    # train_transform flips the crop before resizing it (cheaper); the uint8 kernel's weights are
+    # mirror-symmetric, so this equals flipping the resized clip, up- and downscaling alike (bit-exact
+    # on the x86 kernels measured; a build with another uint8 kernel may round a pixel by 1 level)
+    g = torch.Generator().manual_seed(src)
+    clip = torch.randint(0, 256, (3, src + 5, src + 9, 3), dtype=torch.uint8, generator=g)
+    crop = clip[:, 2 : 2 + src, 7 : 7 + src]  # a strided view, like the training crop
+    ref = F.interpolate(crop.permute(0, 3, 1, 2), size=(out, out), mode="bilinear", align_corners=False,
+                        antialias=src > out).flip(3).permute(0, 2, 3, 1)
+    got = _resize_thwc(crop, (out, out), flip=True)
+    diff = (got.int() - ref.int()).abs()
+    assert got.shape == ref.shape and diff.max() <= 1 and diff.float().mean() < 0.01
+
+
+def test_train_transform_uint8_matches_crop_resize_flip():
+    clip = torch.randint(0, 256, (4, 64, 80, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    for seed in range(12):
+        out = train_transform(clip, scale=(64, 90), crop_size=56, normalized=False,
+                              generator=torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(seed)  # the same draws, in train_transform's order
+        s = int(torch.randint(64, 91, (1,), generator=g))
+        side = round(56 * 64 / s)
+        y0 = int(torch.randint(0, 64 - side + 1, (1,), generator=g))
+        x0 = int(torch.randint(0, 80 - side + 1, (1,), generator=g))
+        flip = bool(torch.rand((1,), generator=g) < 0.5)
+        ref = F.interpolate(clip[:, y0 : y0 + side, x0 : x0 + side].permute(0, 3, 1, 2), size=(56, 56),
+                            mode="bilinear", align_corners=False, antialias=side > 56)
+        ref = (ref.flip(3) if flip else ref).permute(1, 0, 2, 3)  # (3, T, 56, 56)
+        diff = (out.int() - ref.int()).abs()  # bit-exact on x86 kernels; see the flip test above
+        assert out.dtype == torch.uint8 and out.shape == ref.shape and diff.max() <= 1

@@ -296,6 +296,22 @@ def test_missing_videos_named_and_written(kinetics, tmp_path):
     assert write_missing_videos([], tmp_path / "none.txt").read_text() == ""
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_train_item_is_train_transform_of_the_decoded_clip(kinetics, dtype):
+    """The item decodes only its crop box; it must equal train_transform on whole decoded frames."""
+    from videogn.data import VideoReader, train_clip_indices, train_transform
+
+    ds = KineticsDataset(kinetics["videos"], kinetics["val_csv"], dtype=dtype, **dict(SMALL, train_scale=(24, 40)))
+    for seed in range(8):
+        torch.manual_seed(seed)
+        got = ds[seed % len(ds)]["video"]
+        torch.manual_seed(seed)  # the same draws in the same order: start, then scale, crop, flip
+        with VideoReader(ds.records[seed % len(ds)].path) as vr:
+            frames = vr.get_frames(train_clip_indices(len(vr), 4, 2.0))
+        ref = train_transform(frames, scale=(24, 40), crop_size=32, normalized=dtype == "float32")
+        assert got.dtype == ref.dtype and torch.equal(got, ref)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_uint8_clips_normalised_on_device_equal_float_clips(kinetics, channels_last):
     """dtype='uint8' + normalize_batch (where the model runs) gives the float pipeline's batch."""

@@ -136,3 +136,52 @@ def test_class_index_written_with_the_data(tmp_path: Path) -> None:
                          test_scale=16, crop_size=16)
     assert ds.classes == SMALL.classes != sorted(SMALL.classes)
     assert ds.class_index_path == root / "annotations" / "classes.json"
+
+
+# ---- task="tempo": classes by how often a pan reverses ----------------------------------------
+
+TEMPO = syn.SyntheticSpec(task="tempo", num_classes=8, train_per_class=1, val_per_class=1, frames=40, size=32, noise=0.0)
+
+
+def _pan_shift(clip: np.ndarray, axis: int) -> np.ndarray:
+    """Per-frame displacement (whole pixels, on the torus) that best maps frame 0 onto each frame."""
+    ref = clip[0].astype(np.float32)
+    size = clip.shape[1]
+    return np.array([min(range(size), key=lambda k: np.abs(np.roll(ref, k, axis) - f).mean()) for f in clip.astype(np.float32)])
+
+
+@pytest.mark.parametrize("cls", list(syn.TEMPO_CLASSES))
+def test_tempo_pan_reverses_every_interval_frames(cls: str) -> None:
+    interval = syn.REVERSAL_INTERVALS[syn.TEMPO_CLASSES.index(cls)]
+    p = syn.sample_clip_params(TEMPO, cls, np.random.default_rng(3))
+    p = dataclasses.replace(p, velocity=2.0, phase=0.0, direction=1.0)  # whole-pixel steps from a reversal
+    clip = syn.render_clip(p, TEMPO.frames, TEMPO.size)
+    shift = _pan_shift(clip, p.axis + 0)  # array axis of (H, W, 3) frames: 0 rows, 1 columns
+    step = (np.diff(shift) + TEMPO.size // 2) % TEMPO.size - TEMPO.size // 2  # signed, unwrapped
+    expected = np.array([2 if (t // interval) % 2 == 0 else -2 for t in range(TEMPO.frames - 1)])
+    assert np.array_equal(step, expected)
+
+
+def test_tempo_no_frame_or_frame_pair_tells_the_class() -> None:
+    # the look (texture, speed, direction, axis, phase) is drawn the same way for every class:
+    # the same random stream gives the same first frame and the same first step for two classes
+    a = syn.sample_clip_params(TEMPO, "reverse_every_16", np.random.default_rng(7))
+    b = syn.sample_clip_params(TEMPO, "reverse_every_23", np.random.default_rng(7))
+    assert dataclasses.replace(a, motion=b.motion, phase=b.phase) == b
+    ca = syn.render_clip(dataclasses.replace(a, phase=0.0), 40, 32)
+    cb = syn.render_clip(dataclasses.replace(b, phase=0.0), 40, 32)
+    assert np.array_equal(ca[:17], cb[:17]) and not np.array_equal(ca, cb)  # they part at the first reversal
+
+
+def test_tempo_spec_classes_cache_key_and_bad_task(tmp_path: Path) -> None:
+    assert TEMPO.classes == [f"reverse_every_{r}" for r in syn.REVERSAL_INTERVALS]
+    assert TEMPO.key() != dataclasses.replace(TEMPO, task="motion").key()
+    # the motion task keeps the cache key it had before tasks existed (no regeneration for users)
+    assert syn.SyntheticSpec().key() == "1a6d7a8bc424"
+    with pytest.raises(ValueError, match=r"task must be one of \['motion', 'tempo'\], got 'pan'"):
+        syn.SyntheticSpec(task="pan")
+    with pytest.raises(ValueError, match="num_classes must be in"):
+        syn.SyntheticSpec(task="tempo", num_classes=9)
+    root = syn.ensure_synthetic_dataset(dataclasses.replace(TEMPO, num_classes=3, frames=12), tmp_path)
+    rows = (root / "annotations" / "train.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == ["reverse_every_2", "reverse_every_3", "reverse_every_4"]

@@ -85,6 +85,28 @@ def test_bad_indices_and_arguments(good_videos, backend):
         VideoReader(good_videos["h264_short.mp4"], backend="opencv")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_window_is_the_crop_of_whole_frames(good_videos, reference_frames, backend):
+    # the training item decodes only its crop box: the same pixels as cropping whole frames
+    name = "h264_pyramid_opengop.mp4"
+    try:
+        vr = VideoReader(good_videos[name], backend=backend)
+    except VideoDecodeError:
+        pytest.skip(f"{backend} refuses {name} on this machine (see test_frames_equal_full_pyav_decode)")
+    ref = reference_frames[name]
+    h, w = ref.shape[1:3]
+    assert vr.frame_size == (h, w)
+    idx = [7, 2, 2, len(ref) - 1]
+    for top, left, height, width in [(0, 0, h, w), (1, 3, h - 3, w // 2), (h - 1, w - 1, 1, 1)]:
+        got = vr.get_frames(idx, window=(top, left, height, width))
+        assert got.shape == (4, height, width, 3) and got.is_contiguous()
+        assert np.array_equal(got.numpy(), ref[idx, top : top + height, left : left + width])
+    assert vr.get_frames([], window=(1, 1, 2, 3)).shape == (0, 2, 3, 3)
+    for bad in [(0, 0, h + 1, w), (0, 1, h, w), (-1, 0, 1, 1), (0, 0, 0, 1)]:
+        with pytest.raises(ValueError, match="not inside"):
+            vr.get_frames(idx, window=bad)
+
+
 @pytest.mark.parametrize("backend", BACKENDS + ["auto"])
 @pytest.mark.parametrize(
     "kind",
@@ -146,7 +168,7 @@ def test_pyav_falls_back_to_in_order_decoding(good_videos, reference_frames, mon
     # counting frames in decoder output order and still returns the right ones
     from videogn.data import video_backends
 
-    def broken(self, want, out):
+    def broken(self, want, out, *region):
         raise VideoDecodeError(self.path, "frames [3] were not produced by the decoder", self.name)
 
     vr = VideoReader(good_videos["h264_pyramid_opengop.mp4"], backend="pyav")

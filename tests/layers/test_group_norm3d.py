@@ -206,3 +206,20 @@ def test_default_groups_on_few_channels_never_swaps_arguments():
     norm = GroupNorm3d(16)
     assert (norm.num_channels, norm.num_groups) == (16, 16)
     assert GroupNorm3d(num_features=8, num_groups=32).num_channels == 8
+
+
+def test_keyword_groups_are_never_read_as_nn_groupnorm_order():
+    # Found by the norm sweep: norm.kwargs.num_groups=32 on a 16-channel layer built a 32-channel
+    # norm (the keyword G was taken for nn.GroupNorm's positional (G, C) order).
+    import functools
+
+    for build in (lambda: GroupNorm3d(16, num_groups=32), lambda: functools.partial(GroupNorm3d, num_groups=32)(16),
+                  lambda: GroupNorm3d(num_channels=16, num_groups=32)):
+        norm = build()
+        assert (norm.num_channels, norm.num_groups, norm.requested_num_groups) == (16, 16, 32)
+        assert norm(torch.randn(2, 16, 2, 3, 3)).shape == (2, 16, 2, 3, 3)
+    assert (GroupNorm3d(16, 32).num_channels, GroupNorm3d(16, 32).num_groups) == (32, 16)  # positional: nn.GroupNorm's
+    with pytest.raises(TypeError, match="by position or by keyword"):
+        GroupNorm3d(64, 8, num_groups=4)
+    with pytest.raises(ValueError, match="disagree"):
+        GroupNorm3d(64, num_channels=32)

@@ -15,6 +15,7 @@ from videogn import (
     convert_norm,
     create_norm,
     resolve_norm,
+    standardize_convs,
     zero_init_last_norm,
 )
 from videogn.layers import format_norm_report, last_norm_of_block
@@ -218,3 +219,28 @@ def test_wsconv3d_standardises_weights_and_trains():
     out.sum().backward()
     assert torch.isfinite(conv.weight.grad).all()
     assert conv.state_dict().keys() == nn.Conv3d(4, 6, 3).state_dict().keys()
+
+
+def test_standardize_convs_turns_every_conv3d_into_ws_keeping_weights():
+    from videogn.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("i3d_tiny", num_classes=5, norm="gn", dropout=0.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    n_convs = sum(type(m) is nn.Conv3d for m in model.modules())
+    assert standardize_convs(model) is model
+    assert sum(type(m) is WSConv3d for m in model.modules()) == n_convs > 0
+    assert not any(type(m) is nn.Conv3d for m in model.modules())
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    conv = next(m for m in model.modules() if isinstance(m, WSConv3d))
+    x = torch.randn(1, conv.in_channels, 4, 8, 8)
+    w = conv.weight.flatten(1)
+    w_std = ((w - w.mean(1, keepdim=True)) / torch.sqrt(w.var(1, unbiased=False, keepdim=True) + 1e-5)).view_as(conv.weight)
+    torch.testing.assert_close(conv(x), F.conv3d(x, w_std, conv.bias, conv.stride, conv.padding), atol=1e-5, rtol=1e-5)
+    assert model(torch.randn(2, 3, 8, 32, 32)).shape == (2, 5)
+
+
+def test_standardize_convs_refuses_a_model_without_3d_convs():
+    with pytest.raises(ValueError, match="Sequential has no nn.Conv3d"):
+        standardize_convs(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))

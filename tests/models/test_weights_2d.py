@@ -125,3 +125,17 @@ def test_hydra_weights_2d_takes_torchvision_bn_resnets(compose, tmp_path: Path, 
     model = _build(compose, f"model={name}", "norm=bn", f"model.weights_2d={path}")
     torch.testing.assert_close(model.stem.norm.running_mean, net2d.bn1.running_mean)
     torch.testing.assert_close(model.stem.conv.weight[:, :, 0] * model.stem.conv.weight.shape[2], net2d.conv1.weight)
+
+
+def test_weight_standardization_builds_gn_ws_and_loads_plain_checkpoints(compose, tmp_path: Path) -> None:
+    from videogn import WSConv3d
+
+    source = create_model("i3d_tiny", 3, norm="gn")
+    path = tmp_path / "video.pt"
+    torch.save({"model": source.state_dict()}, path)
+    model = _build(compose, "model.weight_standardization=true", f"model.weights={path}")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv3d)]
+    assert convs and all(type(m) is WSConv3d for m in convs)  # every conv, same keys as nn.Conv3d
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert not any(isinstance(m, WSConv3d) for m in _build(compose).modules())

@@ -103,6 +103,7 @@ class ModelConfig:
     dropout: float = 0.5
     zero_init_last: bool = True
     act_layer: str = "relu"
+    weight_standardization: bool = False  # every Conv3d standardises its weights (GN+WS)
     kwargs: Dict[str, Any] = field(default_factory=dict)  # extra architecture arguments
     weights: Optional[str] = None  # a video checkpoint loaded at build (videogn, pytorchvideo, state dict)
     weights_strict: bool = True  # with weights: missing or unexpected keys are an error
@@ -149,6 +150,7 @@ class SyntheticConfig:
     num_distractors: int = 0
     noise: float = 0.02
     seed: int = 0
+    task: str = "motion"  # motion | tempo (classes by how often the motion reverses)
     cache_dir: Optional[str] = None  # None: $VIDEOGN_CACHE or ~/.cache/videogn
 
     def to_spec(self) -> "SyntheticSpec":

@@ -19,7 +19,7 @@ from videogn.data.annotations import DEFAULT_FILENAME_PATTERN, MissingVideo, Vid
 from videogn.data.decode import VideoDecodeError, VideoReader
 from videogn.data.video_backends import BACKENDS
 from videogn.data.sampling import SHORT_VIDEO_RULES, clip_step, eval_clip_indices, train_clip_indices
-from videogn.data.transforms import eval_transform, train_transform
+from videogn.data.transforms import apply_train_crop, eval_transform, sample_train_crop
 
 __all__ = ["KineticsDataset", "collate_clips", "make_worker_init_fn"]
 
@@ -192,35 +192,44 @@ class KineticsDataset(torch.utils.data.Dataset):
     def _path_of(self, rec: VideoRecord) -> str:
         return str(rec.path) if rec.path is not None else str(self.root / rec.key)
 
-    def _decode(
-        self, rec: VideoRecord, indices_fn: Callable[[int, float], np.ndarray]
-    ) -> tuple[torch.Tensor, np.ndarray]:
-        """Decode the distinct frames ``indices_fn(num_video_frames, step)`` asks for.
-
-        Returns:
-            (frames uint8 (U, H, W, 3), positions into them with the shape of the indices)."""
+    def _open(self, rec: VideoRecord) -> VideoReader:
         if rec.path is None:
             raise VideoDecodeError(self.root / rec.key, "file not found (listed in the annotation)")
-        with VideoReader(rec.path, backend=self.backend) as vr:
-            step = clip_step(self.stride, vr.fps, self.target_fps)
-            idx = indices_fn(len(vr), step)
-            uniq, inverse = np.unique(idx.reshape(-1), return_inverse=True)  # decode each frame once
-            frames = vr.get_frames(uniq)  # (U, H, W, 3)
-        return frames, inverse.reshape(idx.shape)
+        return VideoReader(rec.path, backend=self.backend)
+
+    def _step(self, vr: VideoReader) -> float:
+        return clip_step(self.stride, vr.fps, self.target_fps)
+
+    @staticmethod
+    def _read(
+        vr: VideoReader, idx: np.ndarray, window: tuple[int, int, int, int] | None = None
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Decode the distinct frames of ``idx`` once each (only ``window`` of each, when given).
+
+        Returns:
+            (frames uint8 (U, H, W, 3), positions into them with the shape of ``idx``)."""
+        uniq, inverse = np.unique(idx.reshape(-1), return_inverse=True)
+        return vr.get_frames(uniq, window=window), inverse.reshape(idx.shape)
+
+    def _train_clip(self, rec: VideoRecord, t: int, crop_size: int) -> torch.Tensor:
+        """One random training clip (3, T, crop, crop)."""
+        with self._open(rec) as vr:
+            idx = train_clip_indices(len(vr), t, self._step(vr), short_video=self.short_video)
+            # drawn after the start, in train_transform's order: the same seed gives the same clip
+            crop = sample_train_crop(*vr.frame_size, scale=self.train_scale, crop_size=crop_size, flip=self.flip)
+            # decode only the crop box: less to copy, and the resize gets a contiguous input
+            frames, inv = self._read(vr, idx, window=crop.box)
+        # (T, h, w, 3); distinct sorted indices (the usual case) need no gather copy
+        clip = frames if np.array_equal(inv, np.arange(len(inv))) else frames[torch.from_numpy(inv)]
+        return apply_train_crop(clip, crop, crop_size=crop_size, mean=self.mean, std=self.std,
+                                channels_last=self.channels_last, normalized=self.dtype == "float32")
 
     def _train_item(self, index: int, t: int, crop: int) -> dict[str, Any]:
         errors = []
         for attempt in range(self.max_retries + 1):
             rec = self.records[index]
             try:
-                frames, inv = self._decode(
-                    rec, lambda n, step: train_clip_indices(n, t, step, short_video=self.short_video)
-                )
-                # (T, H, W, 3); distinct sorted indices (the usual case) need no gather copy
-                clip = frames if np.array_equal(inv, np.arange(len(inv))) else frames[torch.from_numpy(inv)]
-                video = train_transform(clip, scale=self.train_scale, crop_size=crop, flip=self.flip,
-                                        mean=self.mean, std=self.std, channels_last=self.channels_last,
-                                        normalized=self.dtype == "float32")
+                video = self._train_clip(rec, t, crop)
                 return {"video": video, "label": rec.label, "index": index, "path": self._path_of(rec),
                         "valid": True, "error": ""}
             except VideoDecodeError as e:
@@ -235,9 +244,9 @@ class KineticsDataset(torch.utils.data.Dataset):
     def _test_item(self, index: int, t: int, crop: int) -> dict[str, Any]:
         rec = self.records[index]
         try:
-            frames, inv = self._decode(
-                rec, lambda n, step: eval_clip_indices(n, t, step, self.num_clips, short_video=self.short_video)
-            )
+            with self._open(rec) as vr:
+                idx = eval_clip_indices(len(vr), t, self._step(vr), self.num_clips, short_video=self.short_video)
+                frames, inv = self._read(vr, idx)
             views = []
             for k in range(self.num_clips):
                 clip = frames[torch.from_numpy(inv[k])]  # (T, H, W, 3)

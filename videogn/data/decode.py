@@ -1,8 +1,8 @@
 """Frame-accurate video decoding with PyAV, decord (decord2) and torchcodec (optional).
 
-``VideoReader(path)`` gives ``len()``, ``fps`` and ``get_frames(indices) -> (T, H, W, 3) uint8``.
-Frame ``i`` is always the ``i``-th frame of a full, in-order PyAV decode (presentation order), on
-every backend; only the frames the indices need are decoded.
+``VideoReader(path)`` gives ``len()``, ``fps``, ``frame_size`` and ``get_frames(indices) -> (T, H, W, 3)
+uint8`` (or a window of each frame). Frame ``i`` is always the ``i``-th frame of a full, in-order PyAV
+decode (presentation order), on every backend; only the frames the indices need are decoded.
 
 Decisions (verified by ``tests/data/test_video_decode.py`` and ``test_video_decode_fastpath.py`` against
 full PyAV decodes):
@@ -44,8 +44,8 @@ import numpy as np
 import torch
 
 from videogn.data.video_backends import (
-    BACKENDS, VideoDecodeError, as_index_array, available_backends, check_file, have_decord, probe_frame_order,
-    torchcodec_import_error,
+    BACKENDS, VideoDecodeError, as_index_array, available_backends, check_file, check_window, have_decord,
+    probe_frame_order, torchcodec_import_error,
 )
 
 __all__ = ["VideoDecodeError", "VideoReader", "available_backends", "check_video", "probe_frame_order"]
@@ -150,19 +150,35 @@ class VideoReader:
         """Average frame rate (frames per second)."""
         return self._impl.fps
 
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(height, width) of the frames."""
+        return tuple(self._impl.frame_shape[:2])  # type: ignore[return-value]
+
     def __len__(self) -> int:
         return self._impl.num_frames
 
-    def get_frames(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    def get_frames(
+        self, indices: Sequence[int] | np.ndarray | torch.Tensor, window: Sequence[int] | None = None
+    ) -> torch.Tensor:
         """Decode the frames at ``indices`` (any order, repeats allowed).
 
+        Args:
+            window: ``(top, left, height, width)``: return only this region of each frame. The
+                frames are decoded whole either way; the PyAV backend copies just the region out of
+                each converted frame (cheaper than cropping afterwards, and the result is contiguous).
+
         Returns:
-            uint8 tensor (T, H, W, 3), RGB, T = len(indices); on ``device``.
+            uint8 tensor (T, H, W, 3) (H, W = the window's height and width when given), RGB,
+            T = len(indices); on ``device``.
+
+        Raises:
+            ValueError: ``window`` is not inside the frame.
         """
         idx = as_index_array(indices, len(self), self.path, self.backend)
         while True:
             try:
-                frames = self._impl.get(idx)
+                frames = self._impl.get(idx, check_window(window, self.frame_size, self.path))
                 if isinstance(frames, torch.Tensor):  # torchcodec: already a tensor, maybe on the GPU
                     return frames.contiguous()
                 return torch.from_numpy(np.ascontiguousarray(frames))

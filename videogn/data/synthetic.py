@@ -7,6 +7,15 @@ counter-clockwise orbit — so one frame cannot tell the classes apart: translat
 frame (a torus), which makes the object's position uniform at every time step; each class has a
 twin that is the same clip played backwards (right <-> left, grow <-> shrink, cw <-> ccw).
 
+``task="tempo"`` is a variant made for studying clip length: the whole frame is a random smooth
+texture that pans along one axis (like a camera pan, wrapping around) and reverses its direction
+every R frames; the class is R (``reverse_every_<R>``, R from 2 to 23 frames, spaced
+geometrically). Texture, speed, axis, direction and phase are random, so neither a frame nor a pair
+of frames carries the class: a clip has to contain reversals, and the longer the clip, the more of
+the classes it can separate (a T-frame window sees about T / R reversals), so accuracy rises
+smoothly with T instead of jumping from impossible to trivial. (Motion over the whole frame, not a
+small object, because a small network learns it within minutes of CPU training.)
+
 The dataset is written as real H.264 ``.mp4`` files named by the Kinetics pattern plus a
 Kinetics-style CSV annotation per split, so it goes through :class:`~videogn.data.KineticsDataset`
 exactly like Kinetics::
@@ -42,7 +51,9 @@ from videogn.data.encode import write_video
 
 __all__ = [
     "MOTIONS",
+    "REVERSAL_INTERVALS",
     "SPLITS",
+    "TASKS",
     "ClipParams",
     "SyntheticSpec",
     "default_cache_dir",
@@ -66,6 +77,11 @@ MOTIONS: tuple[str, ...] = (
     "orbit_clockwise",
     "orbit_counterclockwise",
 )
+# task="tempo": frames between direction reversals, one class each (geometric: every class is
+# about 1.4x the previous, so each doubling of the clip length separates about two more classes)
+REVERSAL_INTERVALS: tuple[int, ...] = (2, 3, 4, 6, 8, 11, 16, 23)
+TEMPO_CLASSES: tuple[str, ...] = tuple(f"reverse_every_{r}" for r in REVERSAL_INTERVALS)
+TASKS: dict[str, tuple[str, ...]] = {"motion": MOTIONS, "tempo": TEMPO_CLASSES}
 SHAPES: tuple[str, ...] = ("square", "disk", "triangle", "diamond", "cross")
 SPLITS: tuple[str, ...] = ("train", "val")
 _FORMAT_VERSION = 2  # bump when the files change, so old caches are not reused (2: reproducible x264, classes.json)
@@ -76,7 +92,7 @@ class SyntheticSpec:
     """Size and difficulty of the built-in dataset (every field enters the cache key).
 
     Args:
-        num_classes: number of motion classes, 2..len(MOTIONS) (the first N of ``MOTIONS``).
+        num_classes: number of classes, 2..8 (the first N of the task's catalogue).
         train_per_class / val_per_class: clips per class in each split.
         frames: frames per clip; size: frame height = width in pixels (even).
         fps: frame rate written into the files.
@@ -85,6 +101,8 @@ class SyntheticSpec:
         num_distractors: static random shapes drawn behind the moving object.
         noise: std of per-pixel Gaussian noise, in units of the 0..255 range divided by 255.
         seed: seed of the whole dataset.
+        task: ``"motion"`` (the kind of motion: ``MOTIONS``) or ``"tempo"`` (how often the
+            motion reverses: ``REVERSAL_INTERVALS``).
     """
 
     num_classes: int = 6
@@ -98,6 +116,7 @@ class SyntheticSpec:
     num_distractors: int = 0
     noise: float = 0.02
     seed: int = 0
+    task: str = "motion"
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> ValueError:
@@ -107,8 +126,10 @@ class SyntheticSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise bad(name, "an integer")
-        if not 2 <= self.num_classes <= len(MOTIONS):
-            raise bad("num_classes", f"in [2, {len(MOTIONS)}]")
+        if self.task not in TASKS:
+            raise bad("task", f"one of {sorted(TASKS)}")
+        if not 2 <= self.num_classes <= len(TASKS[self.task]):
+            raise bad("num_classes", f"in [2, {len(TASKS[self.task])}] for task={self.task!r}")
         for name in ("train_per_class", "val_per_class"):
             if getattr(self, name) < 1:
                 raise bad(name, ">= 1")
@@ -132,11 +153,14 @@ class SyntheticSpec:
 
     @property
     def classes(self) -> list[str]:
-        return list(MOTIONS[: self.num_classes])
+        return list(TASKS[self.task][: self.num_classes])
 
     def key(self) -> str:
         """Short hash naming the cache folder of this spec."""
-        payload = json.dumps({"v": _FORMAT_VERSION, **asdict(self)}, sort_keys=True)
+        fields_ = asdict(self)
+        if self.task == "motion":  # the original task keeps the cache key it had before tasks existed
+            del fields_["task"]
+        payload = json.dumps({"v": _FORMAT_VERSION, **fields_}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     def num_videos(self, split: str) -> int:
@@ -161,7 +185,7 @@ def default_cache_dir() -> Path:
 class ClipParams:
     """Everything that decides one clip's pixels (positions in pixels, time in frames)."""
 
-    motion: str
+    motion: str  # the class name (a motion, or reverse_every_<R>)
     shape: str
     color: tuple[float, float, float]
     background: tuple[float, float, float]
@@ -173,6 +197,8 @@ class ClipParams:
     phase: float
     distractors: tuple[tuple[str, float, float, float, float, float, float], ...]  # shape, x, y, r, rgb
     noise_seed: int
+    axis: int = 1  # tempo: the array axis the texture pans along (1: horizontally, 0: vertically)
+    direction: float = 1.0  # tempo: +1 or -1, the sign of the first leg
 
 
 def _clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -198,8 +224,10 @@ def _object_color(rng: np.random.Generator) -> np.ndarray:
 
 def sample_clip_params(spec: SyntheticSpec, motion: str, rng: np.random.Generator) -> ClipParams:
     """Draw the random appearance and trajectory of one clip of class ``motion``."""
+    if motion in TEMPO_CLASSES:
+        return _sample_tempo_params(spec, motion, rng)
     if motion not in MOTIONS:
-        raise ValueError(f"motion must be one of {MOTIONS}, got {motion!r}")
+        raise ValueError(f"motion must be one of {MOTIONS + TEMPO_CLASSES}, got {motion!r}")
     s = float(spec.size)
     background = _background_color(rng)
     color = _object_color(rng)
@@ -251,6 +279,56 @@ def sample_clip_params(spec: SyntheticSpec, motion: str, rng: np.random.Generato
     )
 
 
+def _sample_tempo_params(spec: SyntheticSpec, motion: str, rng: np.random.Generator) -> ClipParams:
+    """A clip of class ``reverse_every_<R>``: random texture (from ``noise_seed``), speed, axis,
+    direction and phase; the object fields are unused."""
+    interval = REVERSAL_INTERVALS[TEMPO_CLASSES.index(motion)]
+    speed = float(rng.uniform(spec.min_speed, spec.max_speed))
+    axis = int(rng.integers(2))  # 0: vertical pan, 1: horizontal
+    direction = 1.0 if rng.integers(2) else -1.0
+    phase = float(rng.uniform(0.0, 2 * interval))  # where in its back-and-forth cycle the clip starts
+    return ClipParams(
+        motion=motion, shape="texture", color=(0.0, 0.0, 0.0), background=(0.0, 0.0, 0.0),
+        x0=0.0, y0=0.0, radius=0.0, velocity=speed, orbit_radius=0.0, phase=phase,
+        distractors=(), noise_seed=int(rng.integers(2**31)), axis=axis, direction=direction,
+    )
+
+
+def _smooth_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """(size, size, 3) float32 in [0, 1]: random colours on a coarse grid (cells of 4 px), blurred
+    on the torus so that it tiles (a pan wraps around without a seam)."""
+    cells = max(2, size // 4)
+    tex = rng.uniform(0.0, 1.0, size=(cells, cells, 3))
+    tex = np.repeat(np.repeat(tex, -(-size // cells), 0), -(-size // cells), 1)[:size, :size]
+    for axis in (0, 1):
+        tex = sum(np.roll(tex, k, axis) for k in (-2, -1, 0, 1, 2)) / 5.0
+    return tex.astype(np.float32)
+
+
+def _render_pan(p: ClipParams, frames: int, size: int, noise: float) -> np.ndarray:
+    """A tempo clip: the texture panned by ``direction * speed * triangle(t)`` pixels along ``axis``
+    (sub-pixel shifts by linear interpolation between whole-pixel rolls)."""
+    interval = REVERSAL_INTERVALS[TEMPO_CLASSES.index(p.motion)]
+    rng = np.random.default_rng(p.noise_seed)
+    tex = _smooth_texture(rng, size)
+    out = np.empty((frames, size, size, 3), dtype=np.uint8)
+    for i in range(frames):
+        d = p.direction * p.velocity * _triangle(i + p.phase, interval)
+        whole = math.floor(d)
+        frac = np.float32(d - whole)
+        frame = (1 - frac) * np.roll(tex, whole, p.axis) + frac * np.roll(tex, whole + 1, p.axis)
+        if noise > 0:
+            frame += rng.normal(0.0, noise, size=frame.shape).astype(np.float32)
+        out[i] = np.clip(frame * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def _triangle(u: float, period: float) -> float:
+    """Distance travelled back and forth: rises at slope 1 for ``period`` frames, then falls."""
+    u = u % (2 * period)
+    return u if u < period else 2 * period - u
+
+
 def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
     """Boolean mask of ``shape`` of half-size ``r``; dx, dy: pixel offsets from its centre."""
     ax, ay = np.abs(dx), np.abs(dy)
@@ -294,6 +372,8 @@ def _position(p: ClipParams, t: float, size: int) -> tuple[float, float, float]:
 
 def render_clip(p: ClipParams, frames: int, size: int, noise: float = 0.0) -> np.ndarray:
     """Render a clip as uint8 frames of shape (T, H, W, 3)."""
+    if p.motion in TEMPO_CLASSES:
+        return _render_pan(p, frames, size, noise)
     coords = np.arange(size, dtype=np.float32) + 0.5
     yy, xx = np.meshgrid(coords, coords, indexing="ij")  # (H, W)
     base = np.empty((size, size, 3), dtype=np.float32)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from videogn.data.video_backends import VideoDecodeError, _demux, short_error
+from videogn.data.video_backends import VideoDecodeError, Window, _demux, short_error, window_slices
 
 __all__ = ["TorchCodecBackend"]
 
@@ -53,10 +53,11 @@ class TorchCodecBackend:
         self.fps = float(fps)
         self.frame_shape = (meta.height, meta.width, 3)
 
-    def get(self, idx: np.ndarray) -> torch.Tensor:
-        """(T, H, W, 3) uint8 on the decoder's device."""
+    def get(self, idx: np.ndarray, window: Window | None = None) -> torch.Tensor:
+        """(T, H, W, 3) uint8 on the decoder's device (only ``window`` of each frame, when given)."""
+        rows, cols = window_slices(window)
         if len(idx) == 0:
-            return torch.empty((0, *self.frame_shape), dtype=torch.uint8, device=self.device)
+            return torch.empty((0, *self.frame_shape), dtype=torch.uint8, device=self.device)[:, rows, cols]
         # each frame once, ascending: torchcodec then decodes forward instead of seeking back
         uniq = np.unique(idx)
         try:
@@ -68,7 +69,8 @@ class TorchCodecBackend:
                 frames = self._get_forward(uniq)
             except Exception as e:
                 raise VideoDecodeError(self.path, f"decoding failed ({short_error(e)})", self.name) from e
-        return frames[torch.from_numpy(np.searchsorted(uniq, idx)).to(frames.device)]
+        # the gather copies only the window
+        return frames[:, rows, cols][torch.from_numpy(np.searchsorted(uniq, idx)).to(frames.device)]
 
     def _get_forward(self, uniq: np.ndarray) -> torch.Tensor:
         """The frames ``uniq`` (sorted, unique) with each reached by decoding forward from its predecessor."""

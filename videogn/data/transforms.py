@@ -3,17 +3,19 @@
 All frames of a clip share one geometry (scale, crop box, flip), applied to the whole clip as one
 tensor op -- no per-frame PIL. Training crops in source coordinates first and resizes only the
 crop, which is the same geometry as "scale the short side to S, then crop" at a fraction of the
-interpolation work.
+interpolation work; :func:`sample_train_crop` draws that box up front, so the dataset has its
+reader copy out only the box of each frame (:func:`apply_train_crop` finishes the clip).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["train_transform", "eval_transform", "normalize", "normalize_batch", "resize_short_side", "spatial_crops"]
+__all__ = ["TrainCrop", "sample_train_crop", "apply_train_crop", "train_transform", "eval_transform", "normalize",
+           "normalize_batch", "resize_short_side", "spatial_crops"]
 
 
 def _check_clip(clip: torch.Tensor) -> None:
@@ -24,20 +26,27 @@ def _check_clip(clip: torch.Tensor) -> None:
         raise ValueError(f"clip must have shape (T, H, W, 3), got {tuple(clip.shape)}")
 
 
-def _resize_thwc(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(T, H, W, 3) -> (T, h, w, 3) bilinear, antialiased when shrinking, same dtype.
+def _resize_thwc(clip: torch.Tensor, size: tuple[int, int], *, flip: bool = False) -> torch.Tensor:
+    """(T, H, W, 3) -> (T, h, w, 3) bilinear, antialiased when shrinking, same dtype; ``flip``
+    also mirrors it left-right.
 
     uint8 clips stay uint8: torch's CPU kernel for uint8 channels-last images (which a THWC clip
     viewed as (T, 3, H, W) is) is several times faster than converting to float first."""
     if tuple(clip.shape[1:3]) == tuple(size):
-        return clip
+        return clip.flip(2) if flip else clip
     x = clip.permute(0, 3, 1, 2)  # (T, 3, H, W), channels-last strides, no copy
     shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
     try:
-        y = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
-    except RuntimeError:  # a build/device without the uint8 kernel
+        # Flip the input, not the output: the kernel copies a strided crop view into a contiguous
+        # one anyway (the flip replaces that copy), and when upscaling the input is the smaller one.
+        # Its fixed-point weights are mirror-symmetric, so this is bit-exact on the x86 kernels
+        # measured (tests/data/test_clip_transforms.py allows 1 level for other builds).
+        y = F.interpolate(x.flip(3) if flip else x, size=size, mode="bilinear", align_corners=False,
+                          antialias=shrink)
+    except RuntimeError:  # a build/device without the uint8 kernel; float rounding is not mirror-exact
         y = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=shrink)
         y = y.round_().clamp_(0, 255).to(clip.dtype) if clip.dtype == torch.uint8 else y
+        y = y.flip(3) if flip else y
     return y.permute(0, 2, 3, 1)  # (T, h, w, 3)
 
 
@@ -89,6 +98,72 @@ def normalize_batch(
     return out.mul_(scale).sub_(shift).to(dtype)
 
 
+class TrainCrop(NamedTuple):
+    """A training view in source pixels: the box that becomes the ``crop_size`` square, and
+    whether it is mirrored."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """(top, left, height, width), e.g. the ``window`` of :meth:`VideoReader.get_frames`."""
+        return self.top, self.left, self.height, self.width
+
+
+def sample_train_crop(
+    height: int,
+    width: int,
+    *,
+    scale: tuple[int, int] = (256, 320),
+    crop_size: int = 224,
+    flip: bool = True,
+    generator: torch.Generator | None = None,
+) -> TrainCrop:
+    """Draws :func:`train_transform`'s geometry for ``height`` x ``width`` frames: short-side scale
+    S ~ U{scale[0]..scale[1]}, a random ``crop_size`` square at that scale, flip with p=0.5.
+
+    Knowing the box before decoding lets a reader return just that region of each frame."""
+    lo, hi = scale
+    if not (isinstance(lo, int) and isinstance(hi, int) and 0 < lo <= hi):
+        raise ValueError(f"scale must be two ints 0 < lo <= hi, got {scale!r}")
+    if not isinstance(crop_size, int) or crop_size < 1:
+        raise ValueError(f"crop_size must be an int >= 1, got {crop_size!r}")
+    s = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+    # The crop, measured in source pixels: crop_size at short side s is crop_size * min(h, w) / s
+    # (capped to the frame when s < crop_size would need more than the frame).
+    side = crop_size * min(height, width) / s
+    ch, cw = min(height, max(1, round(side))), min(width, max(1, round(side)))
+    y0 = int(torch.randint(0, height - ch + 1, (1,), generator=generator))
+    x0 = int(torch.randint(0, width - cw + 1, (1,), generator=generator))
+    mirror = flip and bool(torch.rand((1,), generator=generator) < 0.5)
+    return TrainCrop(y0, x0, ch, cw, mirror)
+
+
+def apply_train_crop(
+    window: torch.Tensor,
+    crop: TrainCrop,
+    *,
+    crop_size: int = 224,
+    mean: Sequence[float] = (0.45, 0.45, 0.45),
+    std: Sequence[float] = (0.225, 0.225, 0.225),
+    channels_last: bool = False,
+    normalized: bool = True,
+) -> torch.Tensor:
+    """The pixels of ``crop``'s box, uint8 (T, crop.height, crop.width, 3), to the training clip:
+    resized to ``crop_size`` squared, mirrored if ``crop.flip``, normalised (see :func:`train_transform`)."""
+    _check_clip(window)
+    if tuple(window.shape[1:3]) != (crop.height, crop.width):
+        raise ValueError(f"window is {tuple(window.shape[1:3])}, the crop box {(crop.height, crop.width)}")
+    x = _resize_thwc(window, (crop_size, crop_size), flip=crop.flip)  # (T, crop, crop, 3)
+    if not normalized:
+        return x.permute(3, 0, 1, 2)  # (3, T, crop, crop) view
+    return normalize(x, mean, std, channels_last=channels_last)
+
+
 def train_transform(
     clip: torch.Tensor,
     *,
@@ -102,7 +177,7 @@ def train_transform(
     normalized: bool = True,
 ) -> torch.Tensor:
     """Short-side scale jitter S ~ U{scale[0]..scale[1]}, random ``crop_size`` square crop,
-    horizontal flip with p=0.5, normalisation.
+    horizontal flip with p=0.5, normalisation (:func:`sample_train_crop` then :func:`apply_train_crop`).
 
     Args:
         clip: uint8 (T, H, W, 3).
@@ -114,26 +189,11 @@ def train_transform(
         float (3, T, crop_size, crop_size) (uint8 when not ``normalized``).
     """
     _check_clip(clip)
-    lo, hi = scale
-    if not (isinstance(lo, int) and isinstance(hi, int) and 0 < lo <= hi):
-        raise ValueError(f"scale must be two ints 0 < lo <= hi, got {scale!r}")
-    if not isinstance(crop_size, int) or crop_size < 1:
-        raise ValueError(f"crop_size must be an int >= 1, got {crop_size!r}")
-    t, h, w, _ = clip.shape
-    s = int(torch.randint(lo, hi + 1, (1,), generator=generator))
-    # The crop, measured in source pixels: crop_size at short side s is crop_size * min(h, w) / s
-    # (capped to the frame when s < crop_size would need more than the frame).
-    side = crop_size * min(h, w) / s
-    ch, cw = min(h, max(1, round(side))), min(w, max(1, round(side)))
-    y0 = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
-    x0 = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
-    crop = clip[:, y0 : y0 + ch, x0 : x0 + cw]  # (T, ch, cw, 3) view, no copy
-    x = _resize_thwc(crop, (crop_size, crop_size))  # (T, crop, crop, 3)
-    if flip and bool(torch.rand((1,), generator=generator) < 0.5):
-        x = x.flip(2)  # after the resize: flips the smaller tensor
-    if not normalized:
-        return x.permute(3, 0, 1, 2)  # (3, T, crop, crop) view
-    return normalize(x, mean, std, channels_last=channels_last)
+    crop = sample_train_crop(clip.shape[1], clip.shape[2], scale=scale, crop_size=crop_size, flip=flip,
+                             generator=generator)
+    window = clip[:, crop.top : crop.top + crop.height, crop.left : crop.left + crop.width]  # view, no copy
+    return apply_train_crop(window, crop, crop_size=crop_size, mean=mean, std=std, channels_last=channels_last,
+                            normalized=normalized)
 
 
 def resize_short_side(clip: torch.Tensor, size: int) -> torch.Tensor:

@@ -136,6 +136,29 @@ def as_index_array(indices: Any, length: int, path: Path, backend: str) -> np.nd
     return idx
 
 
+Window = tuple[int, int, int, int]  # (top, left, height, width) of a frame region, in pixels
+
+
+def check_window(window: Any, frame_size: tuple[int, int], path: Path) -> Window | None:
+    """``window`` as four ints, checked to lie inside a ``(height, width)`` frame (None: whole frames)."""
+    if window is None:
+        return None
+    top, left, height, width = (int(v) for v in window)
+    if not (top >= 0 and left >= 0 and height >= 1 and width >= 1
+            and top + height <= frame_size[0] and left + width <= frame_size[1]):
+        raise ValueError(f"window (top, left, height, width) = {tuple(window)} is not inside the "
+                         f"{frame_size[1]}x{frame_size[0]} frames of '{path}'")
+    return top, left, height, width
+
+
+def window_slices(window: Window | None) -> tuple[slice, slice]:
+    """(rows, columns) of ``window`` for indexing (H, W, ...) arrays; everything when None."""
+    if window is None:
+        return slice(None), slice(None)
+    top, left, height, width = window
+    return slice(top, top + height), slice(left, left + width)
+
+
 class _OrderCheck:
     """Accumulates demuxed packets (in decode order) and tells whether decode order equals display
     order, i.e. whether the stream is free of frame reordering (see the module docstring)."""
@@ -281,6 +304,7 @@ class _PyAVBackend:
             raise VideoDecodeError(path, "frame rate unknown", self.name)
         self.height = self.stream.codec_context.height
         self.width = self.stream.codec_context.width
+        self.frame_shape = (self.height, self.width, 3)
         self._iter: Iterator[Any] | None = None
         self._last: int | None = None  # index of the last frame handed out by self._iter
 
@@ -296,9 +320,11 @@ class _PyAVBackend:
         self._iter = self.container.decode(self.stream)
         self._last = None
 
-    def get(self, idx: np.ndarray) -> np.ndarray:
+    def get(self, idx: np.ndarray, window: Window | None = None) -> np.ndarray:
         av = self._av
-        out = np.empty((len(idx), self.height, self.width, 3), dtype=np.uint8)
+        region = window_slices(window)
+        height, width = (window[2], window[3]) if window else (self.height, self.width)
+        out = np.empty((len(idx), height, width, 3), dtype=np.uint8)
         if len(idx) == 0:
             return out
         want: dict[int, list[int]] = {}
@@ -307,30 +333,30 @@ class _PyAVBackend:
         try:
             if self.seek_safe:
                 try:
-                    self._get_seek({i: list(p) for i, p in want.items()}, out)
+                    self._get_seek({i: list(p) for i, p in want.items()}, out, region)
                 except VideoDecodeError:
                     # frames did not come back with the indexed pts (a codec that drops or rewrites
                     # time stamps): count frames in decode-output order from now on, which is the
                     # definition of frame i anyway
                     self.seek_safe = False
                     self._iter = None
-                    self._get_sequential(want, out)
+                    self._get_sequential(want, out, region)
             else:
-                self._get_sequential(want, out)
+                self._get_sequential(want, out, region)
         except av.FFmpegError as e:
             self._iter = None
             raise VideoDecodeError(self.path, f"decoding failed ({e})", self.name) from e
         return out
 
-    def _store(self, frame: Any, positions: list[int], out: np.ndarray) -> None:
+    def _store(self, frame: Any, positions: list[int], out: np.ndarray, region: tuple[slice, slice]) -> None:
         arr = frame.to_ndarray(format="rgb24", threads=self.convert_threads)
-        if arr.shape != out.shape[1:]:
+        if arr.shape != self.frame_shape:
             raise VideoDecodeError(
                 self.path, f"frame size changed mid-stream ({arr.shape[1]}x{arr.shape[0]})", self.name
             )
-        out[positions] = arr
+        out[positions] = arr[region]  # only the requested region: a window copies less
 
-    def _get_seek(self, want: dict[int, list[int]], out: np.ndarray) -> None:
+    def _get_seek(self, want: dict[int, list[int]], out: np.ndarray, region: tuple[slice, slice]) -> None:
         for target in sorted(want):
             if not want[target]:
                 continue  # already decoded on the way to an earlier target
@@ -351,7 +377,7 @@ class _PyAVBackend:
                     continue
                 self._last = i
                 if i in want and want[i]:
-                    self._store(frame, want[i], out)
+                    self._store(frame, want[i], out, region)
                     want[i] = []
                 if i >= target:
                     break
@@ -359,11 +385,11 @@ class _PyAVBackend:
         if missing:
             raise VideoDecodeError(self.path, f"frames {missing[:5]} were not produced by the decoder", self.name)
 
-    def _get_sequential(self, want: dict[int, list[int]], out: np.ndarray) -> None:
+    def _get_sequential(self, want: dict[int, list[int]], out: np.ndarray, region: tuple[slice, slice]) -> None:
         last = max(want)
         for i, frame in enumerate(self._decode_from_start()):
             if i in want:
-                self._store(frame, want[i], out)
+                self._store(frame, want[i], out, region)
             if i >= last:
                 return
         raise VideoDecodeError(self.path, f"stream ended before frame {last} (truncated or corrupt data)", self.name)
@@ -433,11 +459,14 @@ class _DecordBackend:
             )
         return frames
 
-    def get(self, idx: np.ndarray) -> np.ndarray:
+    def get(self, idx: np.ndarray, window: Window | None = None) -> np.ndarray:
+        """(T, H, W, 3) frames, or a view of their ``window`` (decord always returns whole frames)."""
+        rows, cols = window_slices(window)
         if len(idx) == 0:
-            return np.empty((0, *(self.frame_shape or (0, 0, 3))), dtype=np.uint8)
+            return np.empty((0, *(self.frame_shape or (0, 0, 3))), dtype=np.uint8)[:, rows, cols]
         try:
-            return self._check_shape(self._get_random_access(idx) if self.random_access else self._get_sequential(idx))
+            frames = self._get_random_access(idx) if self.random_access else self._get_sequential(idx)
+            return self._check_shape(frames)[:, rows, cols]
         except VideoDecodeError:
             raise
         except Exception as e:

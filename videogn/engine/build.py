@@ -127,6 +127,10 @@ def build_model(model: ModelConfig, norm: NormConfig, num_classes: int, *, load_
         zero_init_last=model.zero_init_last,
         **dict(model.kwargs),
     )
+    if model.weight_standardization:
+        from videogn.layers import standardize_convs
+
+        standardize_convs(net)  # before any weights load: WSConv3d keeps nn.Conv3d's keys
     if not load_weights:
         return net
     import logging

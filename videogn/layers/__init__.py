@@ -15,7 +15,7 @@ from videogn.layers.norms import (
     format_norm_report,
     resolve_norm,
 )
-from videogn.layers.weight_std import WSConv3d, standardize_weight
+from videogn.layers.weight_std import WSConv3d, standardize_convs, standardize_weight
 
 __all__ = [
     "ACTS",
@@ -35,6 +35,7 @@ __all__ = [
     "format_norm_report",
     "resolve_norm",
     "WSConv3d",
+    "standardize_convs",
     "standardize_weight",
     "last_norm_of_block",
     "zero_init_last_norm",

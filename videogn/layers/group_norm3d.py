@@ -16,11 +16,7 @@ logger = logging.getLogger(__name__)
 _ADJUSTED_SEEN: set[tuple[int, int]] = set()
 
 
-class _DefaultGroups(int):
-    """The default G=32, told apart from an explicit 32 so argument-order detection never fires on it."""
-
-
-_DEFAULT_GROUPS = _DefaultGroups(32)
+_DEFAULT_GROUPS = 32  # the paper's G
 
 
 def _largest_divisor_at_most(n: int, bound: int) -> int:
@@ -89,9 +85,11 @@ class GroupNorm3d(nn.GroupNorm):
     * ``GroupNorm3d(256)``, ``GroupNorm3d(256, num_groups=16)``, ``GroupNorm3d(256, group_size=16)``
     * BatchNorm's spelling, e.g. pytorchvideo's ``norm(num_features=256, eps=1e-5, momentum=0.1)``
       (``momentum`` and ``track_running_stats`` are accepted and ignored: GN keeps no running stats)
-    * ``nn.GroupNorm``'s order ``GroupNorm3d(32, 256)``: an explicitly given second number larger
-      than the first and a multiple of it cannot be a valid (C, G) pair, so it is read as
-      (num_groups, num_channels). The default G=32 never triggers this.
+    * ``nn.GroupNorm``'s order by position, ``GroupNorm3d(32, 256)``: a second positional number
+      larger than the first and a multiple of it is read as (num_groups, num_channels). Keywords
+      are never reordered: ``GroupNorm3d(16, num_groups=32)`` is 16 channels with 32 groups
+      requested (16 used, see :func:`resolve_num_groups`), and ``num_channels=`` / ``num_groups=``
+      as keywords work in either order.
 
     Inputs are ``(N, C, *)`` (5-D video first). The output keeps the input's dtype and memory format
     (channels_last_3d in, channels_last_3d out), also under autocast; statistics are fp32.
@@ -109,11 +107,14 @@ class GroupNorm3d(nn.GroupNorm):
 
     def __init__(
         self,
-        num_channels: Optional[int] = None,
-        num_groups: int = _DEFAULT_GROUPS,
+        first: Optional[int] = None,
+        second: Optional[int] = None,
+        /,
         eps: float = 1e-5,
         affine: bool = True,
         *,
+        num_channels: Optional[int] = None,
+        num_groups: Optional[int] = None,
         group_size: Optional[int] = None,
         activation: Optional[str] = None,
         strict: bool = False,
@@ -125,27 +126,23 @@ class GroupNorm3d(nn.GroupNorm):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         del momentum, track_running_stats  # BatchNorm-only settings: GN keeps no running stats
-        explicit_groups = num_groups is not _DEFAULT_GROUPS
-        num_groups = int(num_groups) if type(num_groups) is _DefaultGroups else num_groups
-        if num_features is not None:
-            explicit_groups = False  # BatchNorm's spelling: never nn.GroupNorm's argument order
-            if num_channels is not None and num_channels != num_features:
-                raise ValueError(
-                    f"num_channels={num_channels} and num_features={num_features} disagree; "
-                    "give one of them"
-                )
-            num_channels = num_features
-        if num_channels is None:
+        if second is not None:  # two numbers by position: (C, G), or nn.GroupNorm's (G, C)
+            if num_groups is not None or num_channels is not None or num_features is not None:
+                raise TypeError("GroupNorm3d: give the channels and groups by position or by keyword, not both")
+            c, g = first, second
+            if isinstance(c, int) and isinstance(g, int) and 0 < c < g and g % c == 0:
+                c, g = g, c  # nn.GroupNorm(num_groups, num_channels): (C, G) would have more groups than channels
+            first, num_groups = c, g
+        for name, value in (("num_channels", num_channels), ("num_features", num_features)):
+            if value is not None:
+                if first is not None and first != value:
+                    raise ValueError(f"GroupNorm3d: {first} channels by position and {name}={value} disagree; give one")
+                first = value
+        if first is None:
             raise TypeError("GroupNorm3d needs num_channels (or num_features)")
-        if (
-            explicit_groups
-            and group_size is None
-            and isinstance(num_channels, int)
-            and isinstance(num_groups, int)
-            and 0 < num_channels < num_groups
-            and num_groups % num_channels == 0
-        ):
-            num_channels, num_groups = num_groups, num_channels  # nn.GroupNorm(num_groups, C)
+        num_channels = first
+        if num_groups is None:
+            num_groups = _DEFAULT_GROUPS
         resolved = resolve_num_groups(num_channels, num_groups, group_size, strict)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
