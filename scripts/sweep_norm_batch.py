@@ -4,18 +4,20 @@ memory, and the group ablation, on the built-in ``tempo`` dataset (classes = how
 reverses, so longer clips separate more classes).
 
     .venv/bin/python scripts/sweep_norm_batch.py              # the full CPU grid into a new outputs/sweep/<date>_<time>/
-    .venv/bin/python scripts/sweep_norm_batch.py --quick      # a small grid (BN and GN only), under 10 minutes
+    .venv/bin/python scripts/sweep_norm_batch.py --quick      # a small grid (BN and GN only), under 5 minutes
     .venv/bin/python scripts/sweep_norm_batch.py --out outputs/sweep/2026-01-01_12-00-00   # continue that sweep
+    .venv/bin/python scripts/sweep_norm_batch.py --scale long # BN and GN trained 4x longer (under 1 h)
     .venv/bin/python scripts/sweep_norm_batch.py --scale gpu  # the grid sized for one GPU
 
 Protocol (every scale): each run sees the same number of training clips whatever its batch size
 (the linear scaling rule: peak rate ``lr * B / reference_batch_size``, linear warmup over the first
 ``warmup_fraction`` of the steps, then cosine to 0); SGD Nesterov 0.9, weight decay 1e-4 and none
 on norm parameters; random temporal offset, random crop and horizontal flip (the classes are
-mirror-symmetric). Validation: the centre T frames of every validation video, whole frames (fully
-convolutional). BN* is the paper's frozen BN: the BN model trained at the largest batch with the
-same seed, its BN layers turned into a fixed affine, trained on at each batch size (so it has had
-twice the training of the others).
+mirror-symmetric). Validation: the centre T frames of every validation video, one view scored two
+ways: whole frames (fully convolutional, as the paper; the tables' result) and the centre crop at
+the training resolution (``top1_crop``). BN* is the paper's frozen BN: the BN model trained at the
+largest batch with the same seed, its BN layers turned into a fixed affine, trained on at each
+batch size (so it has had twice the training of the others).
 
 Speed: the videos are generated as mp4 files (``ensure_synthetic_dataset``), decoded once with
 :class:`videogn.data.VideoReader` into ``<out>/data/*.npy``, and the runs read those arrays
@@ -70,7 +72,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "model": "i3d_tiny", "model_kwargs": _NO_POOL1, "crop_size": 24, "clips_seen": 12800, "lr": 0.1, "reference_batch_size": 16,
         "warmup_fraction": 0.1, "device": "cpu",
         "num_frames": 8, "batch_sizes": [2, 4, 8, 16, 32],
-        "pairs": [[4, 32], [8, 16], [16, 8]],
+        "pairs": [[4, 32], [8, 16], [16, 8], [32, 4]],
         "batch_norms": ["bn", "gn", "ln", "in", "frozen_bn", "gn_ws"], "pair_norms": ["bn", "gn"],
         "main_seeds": 5, "other_seeds": 3,
         "group_cell": [8, 16], "group_variants": ["gn_g1", "gn_g4", "gn_g16", "gn_g32", "gn_c4", "gn_c16"],
@@ -80,8 +82,20 @@ SCALES: dict[str, dict[str, Any]] = {
         "data": {**_TEMPO, "size": 28, "train_per_class": 300, "val_per_class": 80},
         "model": "i3d_tiny", "model_kwargs": _NO_POOL1, "crop_size": 24, "clips_seen": 6400, "lr": 0.1, "reference_batch_size": 16,
         "warmup_fraction": 0.1, "device": "cpu",
-        "num_frames": 8, "batch_sizes": [2, 8, 32],
+        "num_frames": 8, "batch_sizes": [4, 32],
         "pairs": [[4, 32], [8, 16], [16, 8]],
+        "batch_norms": ["bn", "gn"], "pair_norms": ["bn", "gn"],
+        "main_seeds": 2, "other_seeds": 0,
+        "group_cell": [8, 16], "group_variants": [],
+    },
+    # BN and GN trained 4x longer on the cpu grid's task and model: how much of GN's gap is
+    # under-training (the cpu grid's GN runs have not flattened); 54 min on 2 cores
+    "long": {
+        "data": {**_TEMPO, "size": 28, "train_per_class": 300, "val_per_class": 80},
+        "model": "i3d_tiny", "model_kwargs": _NO_POOL1, "crop_size": 24, "clips_seen": 51200, "lr": 0.1, "reference_batch_size": 16,
+        "warmup_fraction": 0.1, "device": "cpu",
+        "num_frames": 8, "batch_sizes": [2, 16, 32],
+        "pairs": [[4, 32], [8, 16], [16, 8], [32, 4]],
         "batch_norms": ["bn", "gn"], "pair_norms": ["bn", "gn"],
         "main_seeds": 2, "other_seeds": 0,
         "group_cell": [8, 16], "group_variants": [],
@@ -199,11 +213,15 @@ def _train_batch(frames: np.ndarray, idx: np.ndarray, t: int, crop: int, rng: np
     return torch.from_numpy(out).permute(0, 4, 1, 2, 3)
 
 
-def _val_batch(frames: np.ndarray, lo: int, hi: int, t: int):
+def _val_batch(frames: np.ndarray, lo: int, hi: int, t: int, crop: Optional[int] = None):
+    """uint8 (n, 3, T, h, w): the centre T frames, their centre crop x crop (None: whole frames)."""
     import torch
 
-    s = (frames.shape[1] - t) // 2  # the centre T frames, whole frames
-    return torch.from_numpy(np.ascontiguousarray(frames[lo:hi, s:s + t])).permute(0, 4, 1, 2, 3)
+    _, f, h, w, _ = frames.shape
+    s = (f - t) // 2
+    y, x = ((h - crop) // 2, (w - crop) // 2) if crop else (0, 0)
+    clip = frames[lo:hi, s:s + t, y:y + (crop or h), x:x + (crop or w)]
+    return torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 4, 1, 2, 3)
 
 
 def train_run(scale: dict[str, Any], run: dict[str, Any], workdir: str) -> dict[str, Any]:
@@ -253,15 +271,21 @@ def train_run(scale: dict[str, Any], run: dict[str, Any], workdir: str) -> dict[
 
     model.eval()
     vframes, vlabels = _DATA["val_frames"], np.asarray(_DATA["val_labels"])
-    correct = []
+    # Two single views: the whole frame (fully convolutional, as the paper tests; the result) and the
+    # centre crop at the training resolution (on feature maps of 2-4 positions the larger frame
+    # changes what zero padding adds to per-sample statistics: docs/sweep.md compares the two)
+    hits = {}
     with torch.no_grad():
-        for lo in range(0, len(vlabels), 64):
-            clips = normalize_batch(_val_batch(vframes, lo, lo + 64, t).to(device), MEAN, STD)
-            correct.append((model(clips).argmax(1).cpu().numpy() == vlabels[lo:lo + 64]))
-    hits = np.concatenate(correct)
+        for view, crop in (("whole", None), ("crop", scale["crop_size"])):
+            correct = []
+            for lo in range(0, len(vlabels), 64):
+                clips = normalize_batch(_val_batch(vframes, lo, lo + 64, t, crop).to(device), MEAN, STD)
+                correct.append((model(clips).argmax(1).cpu().numpy() == vlabels[lo:lo + 64]))
+            hits[view] = np.concatenate(correct)
     curve = [float(c.mean()) for c in torch.tensor_split(losses, min(LOSS_POINTS, steps))]
     return {
-        **run, "top1": float(hits.mean()), "correct": "".join("1" if h else "0" for h in hits),
+        **run, "top1": float(hits["whole"].mean()), "correct": "".join("1" if h else "0" for h in hits["whole"]),
+        "top1_crop": float(hits["crop"].mean()), "correct_crop": "".join("1" if h else "0" for h in hits["crop"]),
         "clips_seen": steps * b, "steps": steps, "final_loss": curve[-1], "loss_curve": [round(c, 4) for c in curve],
         "late_drop": late_drop(curve), "wall_s": round(time.perf_counter() - start, 1),
     }
@@ -299,6 +323,7 @@ def _setup(scale_name: str, scale: dict[str, Any], data: dict[str, Any], jobs: i
         "num_train_videos": data["num_train_videos"], "num_val_videos": data["num_val_videos"],
         "groups": [{"norm": v, "label": _group_label(v)} for v in scale["group_variants"]],
         "default_gn": "8 groups" if scale["model"] == "i3d_tiny" else "32 groups",
+        "val_view": "centre T frames: whole frames (top1, correct), centre crop_size crop (top1_crop, correct_crop)",
         "torch": torch.__version__, "jobs": jobs, "threads_per_job": 1 if scale["device"] == "cpu" else None,
     }
 
@@ -332,6 +357,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if jobs < 1:
         ap.error(f"--jobs must be >= 1, got {jobs}")
 
+    t0 = time.perf_counter()
     out_dir = args.out or Path("outputs") / "sweep" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out_json = out_dir / "sweep_results.json"
     workdir = out_dir / "runs"
@@ -339,7 +365,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"writing to {out_dir}", flush=True)
     data = prepare_data(scale, args.cache, out_dir / "data")
     setup = _setup(scale_name, scale, data, jobs)
-    results: dict[str, Any] = {"setup": setup, "runs": {}}
+    # elapsed_s: the sweep's clock time over all its invocations, data preparation included, up to
+    # the last finished run (each run's own wall time is in its record)
+    results: dict[str, Any] = {"setup": setup, "runs": {}, "elapsed_s": 0.0}
+    elapsed_before = 0.0
     if out_json.exists():
         previous = json.loads(out_json.read_text())
         same = ("scale", "dataset", "model", "model_kwargs", "clips_seen", "lr", "crop_size")
@@ -349,7 +378,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                   "choose another --out (nothing was changed)", file=sys.stderr)
             return 2
         results["runs"] = previous["runs"]
-        results["wall_s_total"] = previous.get("wall_s_total", 0.0)
+        elapsed_before = previous.get("elapsed_s", 0.0)
 
     runs = plan_runs(scale)
     todo = [r for r in runs if r["key"] not in results["runs"]]
@@ -381,7 +410,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 run = running.pop(fut)
                 rec = fut.result()  # a failed run stops the sweep with its error; finished runs are kept
                 results["runs"][rec["key"]] = rec
-                results["wall_s_total"] = round(results.get("wall_s_total", 0.0) + rec["wall_s"], 1)
+                results["elapsed_s"] = round(elapsed_before + time.perf_counter() - t0, 1)
                 _save(results, out_json)
                 done += 1
                 print(f"[{done}/{len(todo)}] {rec['key']}: top-1 {100 * rec['top1']:.1f}%  loss {rec['final_loss']:.3f}  "

@@ -24,6 +24,7 @@ BOOTSTRAP_REPLICATES = 2000
 LABELS = {
     "bn": "BN", "gn": "GN", "ln": "LN", "in": "IN", "frozen_bn": "BN* (frozen)", "gn_ws": "GN+WS",
 }
+FLAT_LATE_DROP = 0.15  # a run "has flattened" when its last quarter brought at most 15 % of its loss decrease
 TABLE_START, TABLE_END = "<!-- sweep-table:start -->", "<!-- sweep-table:end -->"
 
 
@@ -31,9 +32,10 @@ def label(norm: str) -> str:
     return LABELS.get(norm, norm)
 
 
-def correct_matrix(runs: Sequence[dict[str, Any]]) -> np.ndarray:
-    """(seeds, videos) 0/1 matrix of a cell's runs, from each run's ``correct`` bit string."""
-    return np.array([[c == "1" for c in r["correct"]] for r in runs], dtype=np.float64)
+def correct_matrix(runs: Sequence[dict[str, Any]], key: str = "correct") -> np.ndarray:
+    """(seeds, videos) 0/1 matrix of a cell's runs, from each run's ``correct`` bit string (or
+    another view's, e.g. ``correct_crop``)."""
+    return np.array([[c == "1" for c in r[key]] for r in runs], dtype=np.float64)
 
 
 def bootstrap_mean(m: np.ndarray, replicates: int = BOOTSTRAP_REPLICATES, seed: int = 0) -> tuple[float, float, float]:
@@ -134,8 +136,83 @@ def markdown(results: dict[str, Any]) -> str:
         for g in setup["groups"]:
             runs = by.get((g["norm"], gt, gb))
             lines.append(f"| {g['label']} | {_fmt(runs)} | {_fmt_diff(runs, by.get(('gn', gt, gb)))} |")
-    lines += ["", resolution_line(results)]
+    lines += ["", *convergence_table(results), *crop_view_table(results), "", resolution_line(results)]
+    cost = cost_line(results)
+    if cost:
+        lines += ["", cost]
     return "\n".join(lines) + "\n"
+
+
+def _fmt_convergence(runs: Optional[list[dict[str, Any]]]) -> str:
+    if not runs:
+        return "—"
+    drops = [r["late_drop"] for r in runs]
+    flat = sum(d is not None and d <= FLAT_LATE_DROP for d in drops)
+    known = [d for d in drops if d is not None]
+    drop = f"{np.mean(known):.2f}" if known else "n/a"
+    return f"{np.mean([r['final_loss'] for r in runs]):.2f} / {drop} ({flat}/{len(runs)})"
+
+
+def convergence_table(results: dict[str, Any]) -> list[str]:
+    """Final training loss, late_drop and how many seeds flattened, per cell."""
+    setup = results["setup"]
+    by = cells(results)
+    t0, bs = setup["num_frames"], sorted(setup["batch_sizes"], reverse=True)
+    other_t = [(t, b) for t, b in (tuple(p) for p in setup["pairs"]) if t != t0]
+    head = [f"B={b}" for b in bs] + [f"{t}x{b}" for t, b in other_t]
+    lines = [f"Convergence: final training loss / late_drop (share of the run's loss decrease that came "
+             f"in its last quarter), mean over seeds, and (seeds flattened / seeds): a run counts as "
+             f"flattened when late_drop ≤ {FLAT_LATE_DROP}; chance loss is ln {setup['num_classes']} = "
+             f"{np.log(setup['num_classes']):.2f}. T = {t0} unless the column says T x B:", "",
+             "| norm | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for norm in setup["batch_norms"]:
+        row = [_fmt_convergence(by.get((norm, t0, b))) for b in bs]
+        row += [_fmt_convergence(by.get((norm, t, b))) if norm in setup["pair_norms"] else "—" for t, b in other_t]
+        lines.append(f"| {label(norm)} | " + " | ".join(row) + " |")
+    return lines
+
+
+def crop_view_table(results: dict[str, Any]) -> list[str]:
+    """Top-1 of the centre-crop view (the training resolution) and its change from the whole-frame
+    view, per cell whose runs all recorded it; empty when none did."""
+    setup = results["setup"]
+    by = cells(results)
+    if not any("correct_crop" in r for runs in by.values() for r in runs):
+        return []
+    t0, bs = setup["num_frames"], sorted(setup["batch_sizes"], reverse=True)
+    cols = [(t0, b) for b in bs] + [(t, b) for t, b in (tuple(p) for p in setup["pairs"]) if t != t0]
+    lines = ["", f"Centre-crop view ({setup['crop_size']}×{setup['crop_size']}, the training resolution): "
+             f"top-1 (%) and its change from the whole-frame view above (points); T = {t0} unless the "
+             "column says T x B:", "",
+             "| norm | " + " | ".join(f"B={b}" if t == t0 else f"{t}x{b}" for t, b in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for norm in setup["batch_norms"]:
+        row = []
+        for t, b in cols:
+            runs = by.get((norm, t, b))
+            if not runs or not all("correct_crop" in r for r in runs):
+                row.append("—")
+                continue
+            crop, whole = correct_matrix(runs, "correct_crop"), correct_matrix(runs)
+            d, lo, hi = bootstrap_diff(crop, whole)
+            row.append(f"{100 * crop.mean():.1f} ({d:+.1f} [{lo:+.1f}, {hi:+.1f}])")
+        if any(cell != "—" for cell in row):
+            lines.append(f"| {label(norm)} | " + " | ".join(row) + " |")
+    return lines
+
+
+def cost_line(results: dict[str, Any]) -> Optional[str]:
+    """What the sweep cost, from the JSON's own records."""
+    runs = results["runs"]
+    if not runs:
+        return None
+    total = sum(r["wall_s"] for r in runs.values())
+    jobs = results["setup"].get("jobs", 1)
+    line = (f"Cost: {len(runs)} runs, their run times summed {total / 60:.0f} min "
+            f"({jobs} side by side: about {total / 60 / jobs:.0f} min of clock)")
+    if results.get("elapsed_s"):
+        line += f"; the sweep's measured clock time over all its invocations {results['elapsed_s'] / 60:.0f} min"
+    return line + "."
 
 
 def resolution_line(results: dict[str, Any]) -> str:
@@ -176,7 +253,7 @@ def plot(results: dict[str, Any], prefix: Path) -> list[Path]:
     def errorbars(ax, xs, stats, **kw):
         means = np.array([s[0] for s in stats])
         err = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
-        ax.errorbar(xs, means, yerr=err, marker="o", capsize=3, **kw)
+        return ax.errorbar(xs, means, yerr=err, marker="o", capsize=3, **kw)
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for norm in setup["batch_norms"]:
@@ -201,8 +278,13 @@ def plot(results: dict[str, Any], prefix: Path) -> list[Path]:
     for norm in setup["pair_norms"]:
         pts = [(t, b) for t, b in pairs if by.get((norm, t, b))]
         if pts:
-            errorbars(ax, [t for t, _ in pts], [bootstrap_mean(correct_matrix(by[(norm, t, b)])) for t, b in pts],
-                      label=label(norm))
+            line = errorbars(ax, [t for t, _ in pts], [bootstrap_mean(correct_matrix(by[(norm, t, b)])) for t, b in pts],
+                             label=f"{label(norm)} (whole frame)")
+            cropped = [(t, b) for t, b in pts if all("correct_crop" in r for r in by[(norm, t, b)])]
+            if cropped:  # the centre-crop view, where recorded: same colour, dashed
+                errorbars(ax, [t for t, _ in cropped],
+                          [bootstrap_mean(correct_matrix(by[(norm, t, b)], "correct_crop")) for t, b in cropped],
+                          label=f"{label(norm)} (centre crop)", linestyle="--", color=line[0].get_color())
     ax.axhline(chance, color="gray", linestyle="--", linewidth=1, label="chance")
     ax.set_xscale("log", base=2)
     ax.set_xticks([t for t, _ in pairs], [f"{t}x{b}" for t, b in pairs])

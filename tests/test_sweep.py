@@ -70,6 +70,15 @@ def test_late_drop_tells_a_flat_curve_from_a_falling_one():
     assert sweep.late_drop(flat) < 0.05 < 0.2 < sweep.late_drop(falling)
 
 
+def test_validation_views_are_the_centre_frames_whole_or_centre_cropped():
+    frames = np.arange(2 * 10 * 6 * 8 * 3, dtype=np.uint8).reshape(2, 10, 6, 8, 3)  # (N, F, H, W, 3)
+    whole = sweep._val_batch(frames, 0, 2, 4)
+    crop = sweep._val_batch(frames, 0, 2, 4, crop=4)
+    assert whole.shape == (2, 3, 4, 6, 8) and crop.shape == (2, 3, 4, 4, 4)
+    assert np.array_equal(whole.numpy(), frames[:, 3:7].transpose(0, 4, 1, 2, 3))
+    assert np.array_equal(crop.numpy(), frames[:, 3:7, 1:5, 2:6].transpose(0, 4, 1, 2, 3))
+
+
 TINY = {
     "data": {**sweep._TEMPO, "num_classes": 3, "frames": 12, "train_per_class": 4, "val_per_class": 3},
     "model": "i3d_tiny", "model_kwargs": sweep._NO_POOL1, "crop_size": 28, "clips_seen": 8, "lr": 0.1,
@@ -92,11 +101,14 @@ def test_tiny_sweep_end_to_end_resumes_and_refuses_another_setup(tmp_path, monke
     for rec in results["runs"].values():
         assert len(rec["correct"]) == 9 and set(rec["correct"]) <= {"0", "1"}
         assert rec["top1"] == pytest.approx(rec["correct"].count("1") / 9)
+        assert len(rec["correct_crop"]) == 9 and rec["top1_crop"] == pytest.approx(rec["correct_crop"].count("1") / 9)
         assert rec["clips_seen"] == 8 and rec["steps"] == 8 // rec["batch_size"]
         assert len(rec["loss_curve"]) == min(sweep.LOSS_POINTS, rec["steps"])
     assert results["runs"]["frozen_bn/T4xB2/seed0"]["init_from"] == "bn/T4xB4/seed0"
     table = (out / "sweep.md").read_text()
     assert "(n=2)" in table and "Resolution:" in table and "G=1" in table
+    assert "Convergence:" in table and "Centre-crop view" in table and f"Cost: {len(planned)} runs" in table
+    assert results["elapsed_s"] >= max(r["wall_s"] for r in results["runs"].values())
     for name in ("sweep_batch.png", "sweep_length.png", "sweep_loss.png"):
         assert (out / name).stat().st_size > 1000
     capsys.readouterr()
