@@ -113,7 +113,6 @@ SCALES: dict[str, dict[str, Any]] = {
         "group_cell": [16, 16], "group_variants": ["gn_g1", "gn_g4", "gn_g8", "gn_g16", "gn_c4", "gn_c16"],
     },
 }
-MEAN, STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 LOSS_POINTS = 20  # the training-loss curve kept per run: means over 20 equal stretches of steps
 
 
@@ -229,7 +228,7 @@ def train_run(scale: dict[str, Any], run: dict[str, Any], workdir: str) -> dict[
     import torch
 
     from videogn.budget import batch_lr_scale
-    from videogn.data import normalize_batch
+    from videogn.data import KINETICS_MEAN, KINETICS_STD, normalize_batch
     from videogn.layers import standardize_convs
     from videogn.models import create_model
     from videogn.optim import LRSchedule, build_sgd
@@ -258,7 +257,8 @@ def train_run(scale: dict[str, Any], run: dict[str, Any], workdir: str) -> dict[
     losses = torch.empty(steps)
     for step in range(steps):
         idx = order[step * b:(step + 1) * b]
-        clips = normalize_batch(_train_batch(frames, idx, t, scale["crop_size"], rng).to(device), MEAN, STD)
+        clips = _train_batch(frames, idx, t, scale["crop_size"], rng).to(device)
+        clips = normalize_batch(clips, KINETICS_MEAN, KINETICS_STD)
         target = torch.from_numpy(np.asarray(labels[idx])).to(device)
         sched.apply(opt, step, lr_scale)
         losses[step] = forward_backward(model, clips, target)
@@ -279,7 +279,8 @@ def train_run(scale: dict[str, Any], run: dict[str, Any], workdir: str) -> dict[
         for view, crop in (("whole", None), ("crop", scale["crop_size"])):
             correct = []
             for lo in range(0, len(vlabels), 64):
-                clips = normalize_batch(_val_batch(vframes, lo, lo + 64, t, crop).to(device), MEAN, STD)
+                clips = _val_batch(vframes, lo, lo + 64, t, crop).to(device)
+                clips = normalize_batch(clips, KINETICS_MEAN, KINETICS_STD)
                 correct.append((model(clips).argmax(1).cpu().numpy() == vlabels[lo:lo + 64]))
             hits[view] = np.concatenate(correct)
     curve = [float(c.mean()) for c in torch.tensor_split(losses, min(LOSS_POINTS, steps))]

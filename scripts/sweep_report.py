@@ -157,19 +157,29 @@ def convergence_table(results: dict[str, Any]) -> list[str]:
     """Final training loss, late_drop and how many seeds flattened, per cell."""
     setup = results["setup"]
     by = cells(results)
-    t0, bs = setup["num_frames"], sorted(setup["batch_sizes"], reverse=True)
-    other_t = [(t, b) for t, b in (tuple(p) for p in setup["pairs"]) if t != t0]
-    head = [f"B={b}" for b in bs] + [f"{t}x{b}" for t, b in other_t]
+    t0, cols = setup["num_frames"], _all_columns(setup)
     lines = [f"Convergence: final training loss / late_drop (share of the run's loss decrease that came "
              f"in its last quarter), mean over seeds, and (seeds flattened / seeds): a run counts as "
              f"flattened when late_drop ≤ {FLAT_LATE_DROP}; chance loss is ln {setup['num_classes']} = "
-             f"{np.log(setup['num_classes']):.2f}. T = {t0} unless the column says T x B:", "",
-             "| norm | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+             f"{np.log(setup['num_classes']):.2f}. T = {t0} unless the column says T x B:", "", _column_head(setup, cols)]
     for norm in setup["batch_norms"]:
-        row = [_fmt_convergence(by.get((norm, t0, b))) for b in bs]
-        row += [_fmt_convergence(by.get((norm, t, b))) if norm in setup["pair_norms"] else "—" for t, b in other_t]
+        row = [_fmt_convergence(by.get((norm, t, b))) if t == t0 or norm in setup["pair_norms"] else "—"
+               for t, b in cols]
         lines.append(f"| {label(norm)} | " + " | ".join(row) + " |")
     return lines
+
+
+def _all_columns(setup: dict[str, Any]) -> list[tuple[int, int]]:
+    """(T, B) of the batch grid (largest B first), then the constant-memory pairs at other T."""
+    t0 = setup["num_frames"]
+    return ([(t0, b) for b in sorted(setup["batch_sizes"], reverse=True)]
+            + [(t, b) for t, b in (tuple(p) for p in setup["pairs"]) if t != t0])
+
+
+def _column_head(setup: dict[str, Any], cols: list[tuple[int, int]]) -> str:
+    """A table's header and rule lines for ``cols`` (B=.. at the grid's T, T x B otherwise)."""
+    names = [f"B={b}" if t == setup["num_frames"] else f"{t}x{b}" for t, b in cols]
+    return "| norm | " + " | ".join(names) + " |\n" + "|---" * (len(names) + 1) + "|"
 
 
 def crop_view_table(results: dict[str, Any]) -> list[str]:
@@ -179,13 +189,10 @@ def crop_view_table(results: dict[str, Any]) -> list[str]:
     by = cells(results)
     if not any("correct_crop" in r for runs in by.values() for r in runs):
         return []
-    t0, bs = setup["num_frames"], sorted(setup["batch_sizes"], reverse=True)
-    cols = [(t0, b) for b in bs] + [(t, b) for t, b in (tuple(p) for p in setup["pairs"]) if t != t0]
+    t0, cols = setup["num_frames"], _all_columns(setup)
     lines = ["", f"Centre-crop view ({setup['crop_size']}×{setup['crop_size']}, the training resolution): "
              f"top-1 (%) and its change from the whole-frame view above (points); T = {t0} unless the "
-             "column says T x B:", "",
-             "| norm | " + " | ".join(f"B={b}" if t == t0 else f"{t}x{b}" for t, b in cols) + " |",
-             "|---" * (len(cols) + 1) + "|"]
+             "column says T x B:", "", _column_head(setup, cols)]
     for norm in setup["batch_norms"]:
         row = []
         for t, b in cols:

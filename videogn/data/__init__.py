@@ -22,6 +22,8 @@ from videogn.data.annotations import (
 from videogn.data.dataset import KineticsDataset, collate_clips, make_worker_init_fn
 from videogn.data.sampling import SHORT_VIDEO_RULES, clip_span, clip_step, eval_clip_indices, train_clip_indices
 from videogn.data.transforms import (
+    KINETICS_MEAN,
+    KINETICS_STD,
     eval_transform,
     normalize,
     normalize_batch,
@@ -31,6 +33,8 @@ from videogn.data.transforms import (
 )
 
 __all__ = [
+    "KINETICS_MEAN",
+    "KINETICS_STD",
     "SHORT_VIDEO_RULES",
     "SUPPORTED_CODECS",
     "Annotations",

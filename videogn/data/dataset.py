@@ -19,7 +19,7 @@ from videogn.data.annotations import DEFAULT_FILENAME_PATTERN, MissingVideo, Vid
 from videogn.data.decode import VideoDecodeError, VideoReader
 from videogn.data.video_backends import BACKENDS
 from videogn.data.sampling import SHORT_VIDEO_RULES, clip_step, eval_clip_indices, train_clip_indices
-from videogn.data.transforms import apply_train_crop, eval_transform, sample_train_crop
+from videogn.data.transforms import KINETICS_MEAN, KINETICS_STD, apply_train_crop, eval_transform, sample_train_crop
 
 __all__ = ["KineticsDataset", "collate_clips", "make_worker_init_fn"]
 
@@ -90,8 +90,8 @@ class KineticsDataset(torch.utils.data.Dataset):
         crop_size: int = 224,
         test_scale: int = 256,
         flip: bool = True,
-        mean: Sequence[float] = (0.45, 0.45, 0.45),
-        std: Sequence[float] = (0.225, 0.225, 0.225),
+        mean: Sequence[float] = KINETICS_MEAN,
+        std: Sequence[float] = KINETICS_STD,
         channels_last: bool = False,
         class_index: str | Path | Mapping[str, int] | None = None,
         filename_pattern: str = DEFAULT_FILENAME_PATTERN,

@@ -14,8 +14,13 @@ from typing import NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TrainCrop", "sample_train_crop", "apply_train_crop", "train_transform", "eval_transform", "normalize",
+__all__ = ["KINETICS_MEAN", "KINETICS_STD", "TrainCrop", "sample_train_crop", "apply_train_crop", "train_transform", "eval_transform", "normalize",
            "normalize_batch", "resize_short_side", "spatial_crops"]
+
+# Per-channel RGB mean and std (of x / 255) that the paper's Kinetics models normalise with; the
+# default everywhere a clip is normalised
+KINETICS_MEAN: tuple[float, float, float] = (0.45, 0.45, 0.45)
+KINETICS_STD: tuple[float, float, float] = (0.225, 0.225, 0.225)
 
 
 def _check_clip(clip: torch.Tensor) -> None:
@@ -148,8 +153,8 @@ def apply_train_crop(
     crop: TrainCrop,
     *,
     crop_size: int = 224,
-    mean: Sequence[float] = (0.45, 0.45, 0.45),
-    std: Sequence[float] = (0.225, 0.225, 0.225),
+    mean: Sequence[float] = KINETICS_MEAN,
+    std: Sequence[float] = KINETICS_STD,
     channels_last: bool = False,
     normalized: bool = True,
 ) -> torch.Tensor:
@@ -170,8 +175,8 @@ def train_transform(
     scale: tuple[int, int] = (256, 320),
     crop_size: int = 224,
     flip: bool = True,
-    mean: Sequence[float] = (0.45, 0.45, 0.45),
-    std: Sequence[float] = (0.225, 0.225, 0.225),
+    mean: Sequence[float] = KINETICS_MEAN,
+    std: Sequence[float] = KINETICS_STD,
     channels_last: bool = False,
     generator: torch.Generator | None = None,
     normalized: bool = True,
@@ -234,8 +239,8 @@ def eval_transform(
     scale: int = 256,
     crop_size: int = 224,
     num_crops: int = 1,
-    mean: Sequence[float] = (0.45, 0.45, 0.45),
-    std: Sequence[float] = (0.225, 0.225, 0.225),
+    mean: Sequence[float] = KINETICS_MEAN,
+    std: Sequence[float] = KINETICS_STD,
     channels_last: bool = False,
     normalized: bool = True,
 ) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Normalisation layers: GroupNorm3d, the norm and activation registries, converters, WS convs, zero-γ init."""
+"""Normalisation layers: GroupNorm3d, the norm and activation registries, converters, WS convs, zero-γ init,
+and the submodule swap they share."""
 
 from videogn.layers.activations import ACTS, ActSpec, create_norm_act, fused_act_name, resolve_act
 
@@ -15,6 +16,7 @@ from videogn.layers.norms import (
     format_norm_report,
     resolve_norm,
 )
+from videogn.layers.surgery import replace_children
 from videogn.layers.weight_std import WSConv3d, standardize_convs, standardize_weight
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "create_norm",
     "format_norm_report",
     "resolve_norm",
+    "replace_children",
     "WSConv3d",
     "standardize_convs",
     "standardize_weight",

@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from videogn.layers.group_norm3d import GroupNorm3d
+from videogn.layers.surgery import replace_children
 from videogn.registry import Registry
 
 __all__ = [
@@ -222,24 +223,24 @@ def convert_norm(
     resolve_norm(to, **kwargs)  # validate the spec once, before touching the model
     changes: list[NormChange] = []
 
-    def convert(module: nn.Module, prefix: str) -> nn.Module:
-        if isinstance(module, _BatchNorm):
-            new = _convert_one(module, to, kwargs)
-            detail = ""
-            if isinstance(new, GroupNorm3d):
-                detail = f"groups={new.num_groups}"
-                if new.requested_num_groups not in (None, new.num_groups):
-                    detail += f" (requested {new.requested_num_groups})"
-            changes.append(NormChange(prefix or "<root>", type(module).__name__, type(new).__name__,
-                                      module.num_features, detail))
-            return new
-        for name, child in module.named_children():
-            new_child = convert(child, f"{prefix}.{name}" if prefix else name)
-            if new_child is not child:
-                setattr(module, name, new_child)
-        return module
+    def convert(module: nn.Module, path: str) -> Optional[nn.Module]:
+        if not isinstance(module, _BatchNorm):
+            return None
+        new = _convert_one(module, to, kwargs)
+        detail = ""
+        if isinstance(new, GroupNorm3d):
+            detail = f"groups={new.num_groups}"
+            if new.requested_num_groups not in (None, new.num_groups):
+                detail += f" (requested {new.requested_num_groups})"
+        changes.append(NormChange(path or "<root>", type(module).__name__, type(new).__name__,
+                                  module.num_features, detail))
+        return new
 
-    model = convert(model, "")
+    root = convert(model, "")  # a BatchNorm given on its own comes back converted
+    if root is not None:
+        model = root
+    else:
+        replace_children(model, convert)
     adjusted = [c for c in changes if "requested" in c.detail]
     logger.info(
         "convert_norm: replaced %d layer(s) with %s%s", len(changes),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from videogn.layers.surgery import replace_children
 
 __all__ = ["WSConv3d", "standardize_convs", "standardize_weight"]
 
@@ -45,25 +47,19 @@ def standardize_convs(model: nn.Module, ws_eps: float = 1e-5) -> nn.Module:
     """Turn every ``nn.Conv3d`` of ``model`` into a :class:`WSConv3d` in place (GN+WS for any
     architecture); weights, biases and devices are kept. Returns ``model``. A model without any
     3-D conv is an error (nothing to convert is most likely a mistake, e.g. a 2-D model)."""
-    converted = 0
+    def to_ws(child: nn.Module, _: str) -> Optional[WSConv3d]:
+        if type(child) is not nn.Conv3d:  # subclasses (WSConv3d itself, quantised convs) are left alone
+            return None
+        ws = WSConv3d(
+            child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
+            padding=child.padding, dilation=child.dilation, groups=child.groups,
+            bias=child.bias is not None, padding_mode=child.padding_mode, ws_eps=ws_eps,
+            device=child.weight.device, dtype=child.weight.dtype,
+        )
+        ws.load_state_dict(child.state_dict())
+        return ws
 
-    def convert(module: nn.Module) -> None:
-        nonlocal converted
-        for name, child in module.named_children():
-            if type(child) is nn.Conv3d:  # subclasses (WSConv3d itself, quantised convs) are left alone
-                ws = WSConv3d(
-                    child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
-                    padding=child.padding, dilation=child.dilation, groups=child.groups,
-                    bias=child.bias is not None, padding_mode=child.padding_mode, ws_eps=ws_eps,
-                    device=child.weight.device, dtype=child.weight.dtype,
-                )
-                ws.load_state_dict(child.state_dict())
-                setattr(module, name, ws)
-                converted += 1
-            else:
-                convert(child)
-
-    convert(model)
+    converted = replace_children(model, to_ws)
     if converted == 0 and not any(isinstance(m, WSConv3d) for m in model.modules()):
         raise ValueError(f"standardize_convs: {type(model).__name__} has no nn.Conv3d to standardise")
     return model

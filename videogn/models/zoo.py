@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from torch import Tensor, nn
 
-from videogn.layers import ActSpec, convert_norm, resolve_act
+from videogn.layers import ActSpec, convert_norm, replace_children, resolve_act
 from videogn.models.registry import ModelSpec, register_model
 
 __all__ = ["SlowFastFromClip"]
@@ -50,10 +50,7 @@ def _pv_norm(norm_layer: NormLayer) -> Callable[..., nn.Module]:
 
 def _global_pools(model: nn.Module) -> nn.Module:
     """Replace fixed-size average pools by global ones, so any clip size works."""
-    for module in list(model.modules()):
-        for child_name, child in module.named_children():
-            if isinstance(child, nn.AvgPool3d):
-                setattr(module, child_name, nn.AdaptiveAvgPool3d(1))
+    replace_children(model, lambda child, _: nn.AdaptiveAvgPool3d(1) if isinstance(child, nn.AvgPool3d) else None)
     return model
 
 
@@ -61,10 +58,7 @@ def _replace_relu(model: nn.Module, act_layer: ActSpec) -> nn.Module:
     factory = resolve_act(act_layer)
     if isinstance(factory, functools.partial) and factory.func is nn.ReLU:
         return model
-    for module in list(model.modules()):
-        for child_name, child in module.named_children():
-            if isinstance(child, nn.ReLU):
-                setattr(module, child_name, factory())
+    replace_children(model, lambda child, _: factory() if isinstance(child, nn.ReLU) else None)
     return model
 
 
