@@ -8,7 +8,8 @@ Example (Kinetics-400, any folder layout under the root -- files are matched by 
         --root kinetics400/videos_256 --out kinetics400/index
 
 writes index/classes.json, index/train.txt, index/validate.txt (``relative/path label``) and
-index/<csv>_missing.txt (rows without a video: ``file name<TAB>expected path``), then:
+index/<csv>_missing.txt (rows without a video: ``file name<TAB>expected path``); a missing file, a
+bad row or a label that --class-index lacks ends with one line naming it and exit status 2. Then:
 
     KineticsDataset("kinetics400/videos_256", "kinetics400/index/train.txt")
 """
@@ -31,8 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from videogn.data.annotations import build_kinetics_index  # after parsing: --help stays instant
 
-    summary = build_kinetics_index(args.csv, args.root, args.out, filename_pattern=args.pattern,
-                                   class_index=args.class_index)
+    try:
+        summary = build_kinetics_index(args.csv, args.root, args.out, filename_pattern=args.pattern,
+                                       class_index=args.class_index)
+    except (OSError, ValueError) as e:  # a missing file, a bad row, a label the --class-index lacks
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
     print(json.dumps(summary, indent=1))
     return 0
 

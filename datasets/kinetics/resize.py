@@ -8,10 +8,15 @@ decodes at most 31 frames it does not need (measured: a 32-frame stride-2 clip f
 video took PyAV 30 ms with GOP 32 against 40 ms with x264's default GOP 250). Price: larger files,
 +29% bytes on the benchmark's synthetic videos against x264's defaults at the same --crf.
 
-The output tree mirrors the input tree; every output is written under a temporary name and renamed
-when complete, so the run is resumable: run it again and finished files are skipped (failed ones are
-retried). Failures are listed in <dst>/resize_failures.tsv (``source<TAB>error``; removed by a run
-without failures) and make the exit status 1, so a pipeline cannot go on with videos silently lost.
+Videos whose short side is already below --short-side are re-encoded at their own size unless
+--upscale is given (enlarging adds bytes and decode time, no detail).
+
+The output tree mirrors the input tree; every output is written under a temporary name
+(``.<name>.partial.mp4``) and renamed when complete, so the run is resumable: run it again and
+finished files are skipped, failed ones retried, and temporary files a killed run left behind are
+removed first (so two runs must not write into the same --dst at once). Failures are listed in
+<dst>/resize_failures.tsv (``source<TAB>error``; removed by a run without failures) and make the
+exit status 1, so a pipeline cannot go on with videos silently lost.
 
     python datasets/kinetics/resize.py --src kinetics400/videos --dst kinetics400/videos_256 -j 8
 """
@@ -39,6 +44,18 @@ def _job(args: tuple[str, str, int, int, bool, int, int | None]) -> tuple[str, s
         return src, " ".join(str(e).split())
 
 
+def _remove_partials(dst_root: Path) -> int:
+    """Delete the temporary outputs a killed run left under ``dst_root``; returns how many."""
+    from videogn.data.encode import PARTIAL_MARK
+
+    if not dst_root.is_dir():
+        return 0
+    stale = [Path(d) / f for d, _, fs in os.walk(dst_root) for f in fs if f.startswith(".") and PARTIAL_MARK in f]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Resize every video under --src; returns the exit status (0: all done, 1: some failed)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dst", required=True, help="output folder (same relative paths, .mp4)")
     ap.add_argument("--short-side", type=int, default=256, help="target short side in pixels (default %(default)s)")
     ap.add_argument("--crf", type=int, default=23, help="x264 quality, lower is better (default %(default)s)")
-    ap.add_argument("--no-upscale", action="store_true", help="keep videos already smaller than --short-side")
+    ap.add_argument("--upscale", action="store_true",
+                    help="also enlarge videos whose short side is below --short-side (default: keep their size)")
     ap.add_argument("--bframes", type=int, default=0,
                     help="B-frames between references (default %(default)s: frames in display order, which "
                          "VideoReader's decord backend can seek; > 0 makes it decode from frame 0)")
@@ -64,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     src_root, dst_root = Path(args.src), Path(args.dst)
     if not src_root.is_dir():
         ap.error(f"--src {str(src_root)!r} is not a directory")
+    stale = _remove_partials(dst_root)
+    if stale:
+        print(f"removed {stale} temporary file(s) left by an interrupted run", file=sys.stderr)
     todo, done = [], 0
     for dirpath, dirnames, files in os.walk(src_root):
         dirnames.sort()
@@ -75,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             if dst.exists() and not args.overwrite:
                 done += 1
                 continue
-            todo.append((str(src), str(dst), args.short_side, args.crf, not args.no_upscale, args.bframes,
+            todo.append((str(src), str(dst), args.short_side, args.crf, args.upscale, args.bframes,
                          args.gop or None))
     print(f"{len(todo)} to resize, {done} already done", file=sys.stderr)
     failures = []

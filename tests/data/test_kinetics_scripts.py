@@ -1,10 +1,14 @@
-"""datasets/kinetics/ command-line tools: --help, index building, resizing (resumable, audio
-dropped), scanning for unreadable videos."""
+"""datasets/kinetics/ command-line tools: --help, index building, resizing (resumable after a kill,
+audio dropped, no upscaling unless asked), scanning for unreadable videos (resumable, non-zero exit
+when it finds any)."""
 
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -71,10 +75,100 @@ def test_resize_cli_resumable_and_drops_audio(tmp_path, video_factory, good_vide
     assert run.returncode == 1 and "1 of 1 failed" in run.stderr and "resize_failures.tsv" in run.stderr
 
 
+def test_build_index_unknown_label_is_one_clear_line(tmp_path):
+    csv = tmp_path / "train.csv"
+    csv.write_text("label,youtube_id,time_start,time_end,split\nrun,aaaaaaaaaaa,0,10,train\njuggling,bbbbbbbbbbb,3,13,train\n")
+    (tmp_path / "classes.json").write_text(json.dumps({"run": 0}))
+    (tmp_path / "videos").mkdir()
+    out = subprocess.run([sys.executable, str(SCRIPTS / "build_index.py"), "--csv", str(csv), "--root",
+                          str(tmp_path / "videos"), "--out", str(tmp_path / "idx"), "--class-index",
+                          str(tmp_path / "classes.json")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert "juggling" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_resize_never_upscales_unless_asked(tmp_path, video_factory):
+    src = tmp_path / "src"
+    video_factory.make_video(src / "small.mp4", num_frames=4, height=24, width=32)
+    resize = _load("resize")
+    assert resize.main(["--src", str(src), "--dst", str(tmp_path / "kept"), "--short-side", "48", "-j", "1"]) == 0
+    assert resize.main(["--src", str(src), "--dst", str(tmp_path / "up"), "--short-side", "48", "--upscale", "-j", "1"]) == 0
+    sizes = {}
+    for name in ("kept", "up"):
+        with av.open(str(tmp_path / name / "small.mp4")) as c:
+            sizes[name] = (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height)
+    assert sizes == {"kept": (32, 24), "up": (64, 48)}
+
+
+def test_resize_killed_then_rerun_finishes_and_cleans_up(tmp_path, video_factory):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(12):
+        video_factory.make_video(src / f"v{i:02d}.mp4", num_frames=48, height=96, width=128, seed=i)
+    cmd = [sys.executable, str(SCRIPTS / "resize.py"), "--src", str(src), "--dst", str(dst), "--short-side", "64", "-j", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not list(dst.glob("v*.mp4")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the script and its pool workers, mid-job
+    proc.wait(timeout=60)
+    # the kill may land between two videos: make sure a temporary file as a killed run leaves it exists
+    (dst / ".v11.partial.mp4").write_bytes(b"half a video")
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "removed" in rerun.stderr and "temporary file" in rerun.stderr
+    assert sorted(p.name for p in dst.iterdir()) == [f"v{i:02d}.mp4" for i in range(12)]  # no partials left
+    for p in dst.iterdir():
+        with av.open(str(p)) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 48
+
+
+def test_scan_resumes_from_its_progress_file(tmp_path, damaged_videos, video_factory, monkeypatch):
+    root = tmp_path / "videos"
+    for i in range(3):
+        video_factory.make_video(root / f"ok{i}.mp4", num_frames=4)
+    (root / "bad.mp4").write_bytes(damaged_videos["empty"].read_bytes())
+    out = tmp_path / "bad.tsv"
+    # an interrupted run got as far as ok0 (and tore its next line); ok0 is not scanned again
+    progress = out.with_name(out.name + ".progress.jsonl")
+    done = {"path": str(root / "ok0.mp4"), "ok": True, "error": "", "frames": 4, "fps": 25.0, "backend": "pyav"}
+    progress.write_text(json.dumps(done) + "\n" + '{"path": "torn')
+    scan = _load("scan")
+    seen = []
+    real = scan.partial
+
+    def spy(fn, **kw):
+        checker = real(fn, **kw)
+        return lambda p: (seen.append(p), checker(p))[1]
+
+    monkeypatch.setattr(scan, "partial", spy)
+    monkeypatch.setattr(scan, "Pool", _InlinePool)
+    assert scan.main(["--root", str(root), "--out", str(out), "-j", "1"]) == 1
+    assert sorted(Path(p).name for p in seen) == ["bad.mp4", "ok1.mp4", "ok2.mp4"]
+    assert [line.split("\t")[0] for line in out.read_text().splitlines()] == [str(root / "bad.mp4")]
+    assert json.loads(out.with_suffix(".json").read_text())["num_videos"] == 4
+    assert not progress.exists()
+
+
+class _InlinePool:
+    """multiprocessing.Pool's imap_unordered in this process (so a test can watch the calls)."""
+
+    def __init__(self, *_):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def imap_unordered(self, fn, items, chunksize=1):
+        return map(fn, items)
+
+
 def test_scan_cli(tmp_path, damaged_videos, good_videos):
     out = tmp_path / "report" / "bad.tsv"
     root = damaged_videos["empty"].parent
-    assert _load("scan").main(["--root", str(root), "--out", str(out), "-j", "2"]) == 0
+    assert _load("scan").main(["--root", str(root), "--out", str(out), "-j", "2"]) == 1  # bad files found
     bad = dict(line.split("\t", 1) for line in out.read_text().splitlines())
     summary = json.loads(out.with_suffix(".json").read_text())
     expected = {str(p) for k, p in damaged_videos.items() if k not in ("missing", "no_video_stream")}

@@ -17,7 +17,7 @@ import av
 import numpy as np
 import torch
 
-__all__ = ["write_video", "resize_video", "SUPPORTED_CODECS"]
+__all__ = ["PARTIAL_MARK", "SUPPORTED_CODECS", "partial_path", "resize_video", "write_video"]
 
 SUPPORTED_CODECS = ("libx264", "mpeg4")
 # Pixel formats whose chroma planes are subsampled horizontally (h) / vertically (v): such formats
@@ -185,6 +185,16 @@ def _write_sine_audio(container: Any, astream: Any, seconds: float) -> None:
         container.mux(packet)
 
 
+PARTIAL_MARK = ".partial"  # in the temporary name of an output being written
+
+
+def partial_path(dst: str | Path) -> Path:
+    """The temporary name :func:`resize_video` writes ``dst`` under until it is complete
+    (``.<stem>.partial<suffix>`` beside it; a killed run can leave one behind)."""
+    dst = Path(dst)
+    return dst.with_name(f".{dst.stem}{PARTIAL_MARK}{dst.suffix}")
+
+
 def resize_video(
     src: str | Path,
     dst: str | Path,
@@ -192,7 +202,7 @@ def resize_video(
     *,
     codec: str = "libx264",
     crf: int = 23,
-    upscale: bool = True,
+    upscale: bool = False,
     bframes: int = 0,
     gop: int | None = 32,
 ) -> Path:
@@ -201,8 +211,8 @@ def resize_video(
     an interrupted run never leaves a half-written ``dst``.
 
     Args:
-        upscale: also enlarge videos whose short side is below ``short_side`` (Kinetics
-            convention); if False they are re-encoded at their size.
+        upscale: also enlarge videos whose short side is below ``short_side``; by default they
+            are re-encoded at their own size (enlarging adds bytes and decode time, no detail).
         bframes: B-frames between references. 0 (default) stores frames in display order, which
             lets ``VideoReader(backend="decord")`` seek instead of decoding from frame 0.
         gop: keyframe interval in frames (default 32: a seek decodes at most 31 extra frames);
@@ -223,7 +233,7 @@ def resize_video(
     if gop is not None and (not isinstance(gop, int) or gop < 1):
         raise ValueError(f"gop must be a positive int or None, got {gop!r}")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+    tmp = partial_path(dst)
     try:
         with av.open(str(src), metadata_errors="ignore") as inp:
             if not inp.streams.video:
