@@ -21,7 +21,10 @@ Pipelines:
                            transforms: the decode path alone, against the raw library
     videogn-<backend>      KineticsDataset (train mode): VideoReader + sampling + scale jitter
                            [256, 320], random 224 crop, flip -> uint8 (3, T, 224, 224), what the
-                           trainer loads (``--dtype float32``: normalised on the worker instead)
+                           trainer loads (``--dtype float32``: normalised on the worker instead);
+                           ``--clips-per-decode 1 2`` measures it at each K (data.clips_per_decode:
+                           K clips, each with its own crop and offset, from one decoded span of
+                           1.5 clip spans), counting clips, not videos
     pytorchvideo-<backend> pytorchvideo's EncodedVideo.get_clip (decodes the clip's time range to
                            float) + temporal subsampling + the same transforms (its own
                            ``transforms`` package does not import with current torchvision)
@@ -29,8 +32,12 @@ Pipelines:
 ``% raw`` compares with raw decoding by the same backend; ``% best`` with the fastest raw
 decoding that returns the right frames on that set (raw-decord only counts on ``nob``, where its
 seeks are exact). Each configuration runs in a fresh process. Reported: clips/s and frames/s in steady state (after
-the first batch, which pays worker start-up), peak RSS (VmHWM) of the main process and of the
+the first batch, which pays worker start-up), clips/s per worker, clips per CPU-second of the loading
+processes (the workers' user + system time over the same interval, from /proc: on a shared machine
+it leaves out the time a worker waited for a core), peak RSS (VmHWM) of the main process and of the
 largest worker (a forked worker's RSS includes pages it shares with the main process). ``raw`` with 0 workers is the in-process decode rate.
+With several ``--clips-per-decode`` values, each K > 1 is also given as a multiple of K = 1's clips/s
+(same set, backend and workers); ``--batch-size`` and ``--clips`` count clips (multiples of each K).
 
 Note: decord's ``get_batch`` returns wrong frames on streams with frame reordering (see
 videogn/data/decode.py), so on the ``bframes`` set raw-decord is a ceiling on speed, not a correct
@@ -53,6 +60,7 @@ Usage:
     python scripts/bench_loader.py --item-ratio --backends pyav,torchcodec --rounds 7
     python scripts/bench_loader.py --clips 96 --out bench_loader.json
     python scripts/bench_loader.py --sets nob --backends decord,pyav --pipelines raw,videogn --quick
+    python scripts/bench_loader.py --pipelines videogn --backends pyav --workers 1 --clips-per-decode 1 2 --clips 96
     python scripts/bench_loader.py --videos /data/kinetics/videos_256 --out k400.json  # real files
 """
 
@@ -234,6 +242,19 @@ def _children() -> list[int]:
     return pids
 
 
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by ``pids`` (from ``/proc/<pid>/stat``)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 is fields[0]
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 class _WorkerRSS:
     """Samples the VmHWM of this process's children (the DataLoader workers) every 50 ms."""
 
@@ -268,9 +289,10 @@ def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     paths = cfg["paths"]
     kind, backend, workers = cfg["pipeline"], cfg["backend"], cfg["workers"]
+    k = cfg.get("clips_per_decode", 1)  # clips per dataset item: the loader draws clips / k videos
     if kind == "videogn":
         ds = KineticsDataset(cfg["root"], num_frames=cfg["num_frames"], stride=cfg["stride"], backend=backend,
-                             dtype=cfg.get("dtype", "uint8"))
+                             dtype=cfg.get("dtype", "uint8"), clips_per_decode=k)
         collate = collate_clips
     elif kind == "raw":
         ds, collate = RawDecode(paths, cfg["num_frames"], cfg["stride"], backend), torch.stack
@@ -278,8 +300,8 @@ def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
         ds, collate = ReaderDecode(paths, cfg["num_frames"], cfg["stride"], backend), torch.stack
     else:
         ds, collate = PyTorchVideoClips(paths, cfg["num_frames"], cfg["stride"], backend, cfg["fps"]), torch.stack
-    sampler = RandomSampler(ds, replacement=True, num_samples=cfg["clips"], generator=torch.Generator().manual_seed(0))
-    loader = DataLoader(ds, batch_size=cfg["batch_size"], sampler=sampler, num_workers=workers, collate_fn=collate,
+    sampler = RandomSampler(ds, replacement=True, num_samples=cfg["clips"] // k, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(ds, batch_size=cfg["batch_size"] // k, sampler=sampler, num_workers=workers, collate_fn=collate,
                         worker_init_fn=make_worker_init_fn(0) if workers else None)
     random.seed(0)
     rss = _WorkerRSS()
@@ -287,10 +309,15 @@ def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     it = iter(loader)
     first = next(it)
     t_first = time.perf_counter()
+    # the loading processes' CPU time over the timed part: the workers', or this process's with none
+    pids = _children() if workers else [os.getpid()]
+    cpu0 = cpu1 = _cpu_s(pids)
     n = 0
     for batch in it:
         n += len(batch["video"]) if isinstance(batch, dict) else len(batch)
+        cpu1 = _cpu_s(pids)  # read at every batch: the workers exit after the last one
     t_end = time.perf_counter()
+    cpu = cpu1 - cpu0
     child = rss.stop()
     del it, loader
     own = _vm_hwm_mb()
@@ -298,8 +325,10 @@ def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     dt = t_end - t_first
     clips_s = n / dt if n else float("nan")
     return {
-        "pipeline": kind, "backend": backend, "workers": workers, "clips_timed": n, "seconds": dt,
-        "clips_per_s": clips_s, "frames_per_s": clips_s * cfg["num_frames"],
+        "pipeline": kind, "backend": backend, "workers": workers, "clips_per_decode": k, "clips_timed": n,
+        "seconds": dt, "clips_per_s": clips_s, "clips_per_s_per_worker": clips_s / max(workers, 1),
+        "loader_cpu_s": cpu, "clips_per_cpu_s": n / cpu if cpu > 0 else float("nan"),
+        "frames_per_s": clips_s * cfg["num_frames"],
         "first_batch_s": t_first - t0, "first_batch_clips": first_n,
         "peak_rss_main_mb": own, "peak_rss_worker_mb": child if workers else 0.0,
     }
@@ -387,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-clips-per-s", type=float, default=None,
                     help="print the workers each pipeline needs to load this many clips/s")
     ap.add_argument("--dtype", default="uint8", choices=["uint8", "float32"], help="KineticsDataset output")
+    ap.add_argument("--clips-per-decode", nargs="+", type=int, default=[1], metavar="K",
+                    help="videogn pipeline: K training clips from each decoded span (data.clips_per_decode); "
+                         "several values measure each, e.g. --clips-per-decode 1 2")
     ap.add_argument("--item-ratio", action="store_true", help="only the item/decode ratio per set (see above)")
     ap.add_argument("--rounds", type=int, default=7, help="--item-ratio: rounds (a ratio each)")
     ap.add_argument("--per-round", type=int, default=8,
@@ -405,6 +437,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.quick:
         args.num_videos, args.video_frames, args.clips = 4, 120, 16
+    ks = list(dict.fromkeys(args.clips_per_decode))
+    for k in ks:
+        if k < 1 or args.batch_size % k or args.clips % k:
+            ap.error(f"--clips-per-decode {k}: K must be >= 1 and divide --batch-size={args.batch_size} and "
+                     f"--clips={args.clips} (both count clips)")
     fps = 30.0
     sets: dict[str, tuple[Path, list[str]]] = {}  # set name -> (root, paths)
     if args.videos:
@@ -437,14 +474,15 @@ def main(argv: list[str] | None = None) -> int:
             for backend in args.backends.split(","):
                 ws = ([0] if pipeline in ("raw", "reader") else []) + workers
                 for w in ws:
-                    configs.append({"set": set_name, "pipeline": pipeline, "backend": backend, "workers": w,
-                                    "paths": paths, "root": str(root), "num_frames": args.num_frames,
-                                    "stride": args.stride, "clips": args.clips, "batch_size": args.batch_size,
-                                    "fps": fps, "real": real, "dtype": args.dtype})
+                    for k in ks if pipeline == "videogn" else [1]:
+                        configs.append({"set": set_name, "pipeline": pipeline, "backend": backend, "workers": w,
+                                        "paths": paths, "root": str(root), "num_frames": args.num_frames,
+                                        "stride": args.stride, "clips": args.clips, "batch_size": args.batch_size,
+                                        "fps": fps, "real": real, "dtype": args.dtype, "clips_per_decode": k})
     loadavg_start = os.getloadavg()
     results = []
-    header = (f"{'set':<9}{'pipeline':<14}{'backend':<8}{'workers':>8}{'clips/s':>10}{'frames/s':>10}{'% raw':>8}"
-              f"{'% best':>8}{'RSS main':>10}{'RSS wkr':>9}")
+    header = (f"{'set':<9}{'pipeline':<14}{'backend':<8}{'workers':>8}{'K':>3}{'clips/s':>10}{'clips/s/wkr':>12}{'clips/CPU-s':>12}"
+              f"{'frames/s':>10}{'% raw':>8}{'% best':>8}{'RSS main':>10}{'RSS wkr':>9}")
     print(header)
     print("-" * len(header))
     for cfg in configs:
@@ -465,11 +503,23 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
         frac = f"{100 * res['fraction_of_raw']:.0f}%" if res["fraction_of_raw"] else "-"
         frac_best = f"{100 * res['fraction_of_best_raw']:.0f}%" if res["fraction_of_best_raw"] else "-"
-        print(f"{res['set']:<9}{res['pipeline']:<14}{res['backend']:<8}{res['workers']:>8}{res['clips_per_s']:>10.2f}"
+        print(f"{res['set']:<9}{res['pipeline']:<14}{res['backend']:<8}{res['workers']:>8}{res['clips_per_decode']:>3}"
+              f"{res['clips_per_s']:>10.2f}{res['clips_per_s_per_worker']:>12.2f}{res['clips_per_cpu_s']:>12.2f}"
               f"{res['frames_per_s']:>10.1f}{frac:>8}{frac_best:>8}{res['peak_rss_main_mb']:>9.0f}M{res['peak_rss_worker_mb']:>8.0f}M",
               flush=True)
     for r in results:
-        if r["pipeline"] == "videogn":
+        if r["pipeline"] == "videogn" and r["clips_per_decode"] > 1:
+            one = next((p for p in results if p["pipeline"] == "videogn" and p["clips_per_decode"] == 1
+                        and (p["set"], p["backend"], p["workers"]) == (r["set"], r["backend"], r["workers"])), None)
+            r["speedup_vs_one_clip_per_decode"] = r["clips_per_s"] / one["clips_per_s"] if one else None
+            r["cpu_speedup_vs_one_clip_per_decode"] = r["clips_per_cpu_s"] / one["clips_per_cpu_s"] if one else None
+            if one:
+                print(f"[{r['set']}] videogn-{r['backend']}, {r['workers']} worker(s): clips_per_decode={r['clips_per_decode']} "
+                      f"{r['clips_per_s_per_worker']:.2f} clips/s per worker = {r['speedup_vs_one_clip_per_decode']:.2f}x "
+                      f"K=1's {one['clips_per_s_per_worker']:.2f}; per CPU-second "
+                      f"{r['cpu_speedup_vs_one_clip_per_decode']:.2f}x")
+    for r in results:
+        if r["pipeline"] == "videogn" and r["clips_per_decode"] == 1:  # one clip per video, as pytorchvideo
             ptv = [p for p in results if p["set"] == r["set"] and p["pipeline"] == "pytorchvideo"
                    and p["workers"] == r["workers"]]
             same = next((p for p in ptv if p["backend"] == r["backend"]), None)
@@ -483,15 +533,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.target_clips_per_s:
         print(f"\nworkers for {args.target_clips_per_s:g} clips/s ({args.num_frames} frames, stride {args.stride}, "
               f"{args.height}x{args.width} source):")
-        for key in dict.fromkeys((r["set"], r["pipeline"], r["backend"]) for r in results):
-            rates = {r["workers"]: r["clips_per_s"] for r in results if (r["set"], r["pipeline"], r["backend"]) == key}
+        def key_of(r: dict[str, Any]) -> tuple[str, str, str, int]:
+            return r["set"], r["pipeline"], r["backend"], r["clips_per_decode"]
+
+        for key in dict.fromkeys(key_of(r) for r in results):
+            rates = {r["workers"]: r["clips_per_s"] for r in results if key_of(r) == key}
             need = workers_needed(rates, args.target_clips_per_s)
             per = ", ".join(f"{w}: {c:.1f}" for w, c in sorted(rates.items()))
-            print(f"  {key[0]:<9}{key[1]}-{key[2]:<12} needs {need:>5} worker(s)   (clips/s by workers: {per})")
+            name = f"{key[1]}-{key[2]}" + (f" K={key[3]}" if key[3] > 1 else "")
+            print(f"  {key[0]:<9}{name:<20} needs {need:>5} worker(s)   (clips/s by workers: {per})")
             for r in results:
-                if (r["set"], r["pipeline"], r["backend"]) == key:
+                if key_of(r) == key:
                     r["workers_for_target"] = need
     import torch
+
+    from videogn.data import decode_span
 
     meta = {
         "machine": _machine(),
@@ -501,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
             name: f"synthetic {args.num_videos} x {args.video_frames} frames {args.width}x{args.height} 30 fps, "
             f"{VIDEO_SETS[name][2]}" for name in sets},
         "clip": f"{args.num_frames} frames, stride {args.stride}", "clips_per_config": args.clips,
-        "batch_size": args.batch_size, "quick": args.quick, "dtype": args.dtype,
+        "batch_size": args.batch_size, "quick": args.quick, "dtype": args.dtype, "clips_per_decode": ks,
+        "decode_span_frames": decode_span(args.num_frames, float(args.stride)),
         "target_clips_per_s": args.target_clips_per_s,
     }
     if args.out:

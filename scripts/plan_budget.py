@@ -10,6 +10,9 @@ this machine's device — see ``videogn.budget.memory`` for what is measured and
     # CPU, the tiny model, 256 MiB
     python scripts/plan_budget.py --model i3d_tiny --frames 8 16 32 --crop-size 112 --budget 256MiB \\
         --num-classes 10 --out plan.csv
+    # the same without and with activation checkpointing (blocks and stem), and its step-time cost
+    python scripts/plan_budget.py --model i3d_tiny --frames 8 16 32 --crop-size 112 --budget 256MiB \\
+        --activation-checkpointing full --out plan_ckpt.json
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Optional, Sequence
 import torch
 
 from videogn.budget import METHODS, format_bytes, format_plan, parse_bytes, plan_budget, save_plan
+from videogn.budget.memory import StepTime
+from videogn.budget.planner import format_checkpointing_plan, plan_checkpointing
 from videogn.runtime import PRECISIONS
 
 
@@ -46,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default=None, help="write the plan to this .json or .csv file")
     p.add_argument("--quiet", action="store_true", help="do not print each measurement")
+    p.add_argument("--activation-checkpointing", nargs="?", const="full", default=None, choices=("blocks", "full"),
+                   help="plan without and with trainer.activation_checkpointing (blocks, or full = blocks and stem; "
+                        "default when given bare: full) and time the step both ways")
+    p.add_argument("--timing-reps", type=int, default=5,
+                   help="with --activation-checkpointing: interleaved timed step pairs per T (default: 5)")
     return p
 
 
@@ -59,24 +69,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.threads < 1:
             raise SystemExit(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.timing_reps < 1:
+        raise SystemExit(f"--timing-reps must be >= 1, got {args.timing_reps}")
 
     def show(m) -> None:
-        if not args.quiet:
-            peak = "out of memory" if m.peak_bytes is None else format_bytes(m.peak_bytes)
-            print(f"  T={m.num_frames:<4d} S={m.crop_size:<4d} B={m.batch_size:<5d} {peak}", flush=True)
+        if args.quiet:
+            return
+        mode = getattr(m, "activation_checkpointing", "none")
+        if isinstance(m, StepTime):
+            print(f"  T={m.num_frames:<4d} S={m.crop_size:<4d} B={m.batch_size:<5d} step time {mode}/none "
+                  f"{m.ratio:.2f}x ({len(m.ratios)} interleaved pairs)", flush=True)
+            return
+        peak = "out of memory" if m.peak_bytes is None else format_bytes(m.peak_bytes)
+        print(f"  T={m.num_frames:<4d} S={m.crop_size:<4d} B={m.batch_size:<5d} {peak}"
+              + (f"  [{mode}]" if mode != "none" else ""), flush=True)
 
+    plan_kw = dict(num_classes=args.num_classes, probe_batch_sizes=args.probe, max_batch_size=args.max_batch_size,
+                   check_next=not args.no_check_next, method=args.method, precision=args.precision)
     start = time.perf_counter()
-    rows = plan_budget(
-        args.model, args.norm, args.frames, args.crop_size, budget, args.device,
-        num_classes=args.num_classes, probe_batch_sizes=args.probe, max_batch_size=args.max_batch_size,
-        check_next=not args.no_check_next, method=args.method, precision=args.precision, progress=show,
-    )
+    if args.activation_checkpointing:
+        rows = plan_checkpointing(args.model, args.norm, args.frames, args.crop_size, budget, args.device,
+                                  activation_checkpointing=args.activation_checkpointing,
+                                  timing_reps=args.timing_reps, progress=show, **plan_kw)
+        print(format_checkpointing_plan(rows))
+    else:
+        rows = plan_budget(args.model, args.norm, args.frames, args.crop_size, budget, args.device,
+                           progress=show, **plan_kw)
+        print(format_plan(rows))
+        for r in rows:
+            if not r.fits:
+                print(f"T={r.num_frames}: not even one clip fits {format_bytes(r.budget_bytes)} "
+                      f"(one clip needs {format_bytes(r.next_peak_bytes)})")
     elapsed = time.perf_counter() - start
-    print(format_plan(rows))
-    for r in rows:
-        if not r.fits:
-            print(f"T={r.num_frames}: not even one clip fits {format_bytes(r.budget_bytes)} "
-                  f"(one clip needs {format_bytes(r.next_peak_bytes)})")
     device = rows[0].device
     if device.startswith("cuda"):
         machine = torch.cuda.get_device_name(torch.device(device))

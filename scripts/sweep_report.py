@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""Tables, intervals and plots of a norm sweep's results JSON (written by ``sweep_norm_batch.py``).
+"""The pre-registered analysis of a sweep's results JSON (written by ``scripts/sweep.py``):
+per-cell top-1 against the ideal observer's ceiling, convergence on held-out loss, and H1-H3
+(paired by seed and video, Holm-corrected; :mod:`videogn.science.analysis`).
 
-    .venv/bin/python scripts/sweep_report.py docs/sweep_results.json   # rewrite the tables and plots beside it
+    .venv/bin/python scripts/sweep_report.py outputs/sweep/<date>_<time>/sweep_results.json
+    .venv/bin/python scripts/sweep_report.py RESULTS --margin 0.03 --out-dir docs/   # where the files go
 
-Every number comes from the per-run records: each run keeps which validation videos it got right,
-so a cell's 95 % interval is a bootstrap over seeds *and* validation videos (the same resampled
-videos for every seed of a replicate; seeds resampled with replacement). A difference between two
-cells resamples the videos jointly (both cells are scored on the same videos) and each cell's seeds
-independently.
+Writes ``analysis.json`` (every number), ``analysis.md`` (the tables) and ``sweep_top1.png`` /
+``sweep_loss.png`` beside the results (or in ``--out-dir``). Only the ``grid`` stage's runs enter
+the hypotheses; the other stages' runs (``pilot``, ``quick``) get the descriptive tables only.
 """
 
 from __future__ import annotations
@@ -20,342 +21,140 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-BOOTSTRAP_REPLICATES = 2000
-LABELS = {
-    "bn": "BN", "gn": "GN", "ln": "LN", "in": "IN", "frozen_bn": "BN* (frozen)", "gn_ws": "GN+WS",
-}
-FLAT_LATE_DROP = 0.15  # a run "has flattened" when its last quarter brought at most 15 % of its loss decrease
-TABLE_START, TABLE_END = "<!-- sweep-table:start -->", "<!-- sweep-table:end -->"
+from videogn.science.analysis import convergence, correctness, evaluate_hypotheses, t_quantile
+
+MARGIN = 0.03  # docs/preregistration.md: the equivalence margin of H2, in top-1 (fraction)
+LABELS = {"bn": "BN", "gn": "GN"}
 
 
-def label(norm: str) -> str:
-    return LABELS.get(norm, norm)
+def _ceiling(setup: dict[str, Any], t: int, s: int) -> Optional[dict[str, Any]]:
+    """The ideal observer of the test protocol's views for (t, s) (the primary view)."""
+    for c in setup.get("dataset", {}).get("ceilings", []):
+        if c["num_frames"] == t and c["stride"] == s and c["num_clips"] is not None:
+            return c
+    return None
 
 
-def correct_matrix(runs: Sequence[dict[str, Any]], key: str = "correct") -> np.ndarray:
-    """(seeds, videos) 0/1 matrix of a cell's runs, from each run's ``correct`` bit string (or
-    another view's, e.g. ``correct_crop``)."""
-    return np.array([[c == "1" for c in r[key]] for r in runs], dtype=np.float64)
+def cell_rows(results: dict[str, Any], runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per cell: seeds, mean top-1 with a 95 % t-interval over seeds, ceiling, held-out loss and
+    convergence counts."""
+    setup = results.get("setup", {})
+    num_classes = len(setup.get("dataset", {}).get("classes", [])) or len(runs[0]["classes"])
+    rows = []
+    cells = sorted({(r["norm"], r["num_frames"], r["stride"], r["batch_size"]) for r in runs},
+                   key=lambda c: (c[0], c[1] * c[2], c[1], -c[3]))
+    for norm, t, s, b in cells:
+        rs = [r for r in runs if (r["norm"], r["num_frames"], r["stride"], r["batch_size"]) == (norm, t, s, b)]
+        top1 = np.array([r["metrics"]["top1"] for r in rs])
+        ceil = _ceiling(setup, t, s)
+        conv = [convergence(r.get("curve", []), min_ce=ceil["min_ce"] if ceil else None, num_classes=num_classes,
+                            num_videos=len(r["labels"]), top1=r["metrics"]["top1"]) for r in rs]
+        half = t_quantile(0.975, len(rs) - 1) * top1.std(ddof=1) / np.sqrt(len(rs)) if len(rs) > 1 else float("nan")
+        rows.append({"norm": norm, "num_frames": t, "stride": s, "batch_size": b, "seeds": sorted(r["seed"] for r in rs),
+                     "top1": float(top1.mean()), "top1_half_width": float(half),
+                     "loss": float(np.mean([r["metrics"]["loss"] for r in rs])),
+                     "ceiling_top1": ceil["top1"] if ceil else None, "ceiling_min_ce": ceil["min_ce"] if ceil else None,
+                     "learned": sum(c["learned"] for c in conv), "converged": sum(c["converged"] for c in conv),
+                     "runs": {r["key"]: c for r, c in zip(rs, conv)}})
+    return rows
 
 
-def bootstrap_mean(m: np.ndarray, replicates: int = BOOTSTRAP_REPLICATES, seed: int = 0) -> tuple[float, float, float]:
-    """Mean top-1 (%) of a (seeds, videos) matrix with its 95 % percentile bootstrap interval."""
-    if m.ndim != 2 or m.size == 0:
-        raise ValueError(f"need a non-empty (seeds, videos) matrix, got shape {m.shape}")
-    rng = np.random.default_rng(seed)
-    n, v = m.shape
-    reps = np.empty(replicates)
-    for i in range(replicates):
-        rows = rng.integers(n, size=n)
-        cols = rng.integers(v, size=v)
-        reps[i] = m[np.ix_(rows, cols)].mean()
-    lo, hi = np.percentile(reps, [2.5, 97.5])
-    return 100 * m.mean(), 100 * lo, 100 * hi
-
-
-def bootstrap_diff(a: np.ndarray, b: np.ndarray, replicates: int = BOOTSTRAP_REPLICATES,
-                   seed: int = 0) -> tuple[float, float, float]:
-    """Mean(a) - mean(b) in points with its 95 % interval; a and b are scored on the same videos."""
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"cells must be scored on the same videos, got {a.shape[1]} and {b.shape[1]}")
-    rng = np.random.default_rng(seed)
-    v = a.shape[1]
-    reps = np.empty(replicates)
-    for i in range(replicates):
-        cols = rng.integers(v, size=v)
-        ra = rng.integers(a.shape[0], size=a.shape[0])
-        rb = rng.integers(b.shape[0], size=b.shape[0])
-        reps[i] = a[np.ix_(ra, cols)].mean() - b[np.ix_(rb, cols)].mean()
-    lo, hi = np.percentile(reps, [2.5, 97.5])
-    return 100 * (a.mean() - b.mean()), 100 * lo, 100 * hi
-
-
-def cells(results: dict[str, Any]) -> dict[tuple[str, int, int], list[dict[str, Any]]]:
-    """Runs grouped by (norm, T, B), seeds in order."""
-    out: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
-    for rec in results["runs"].values():
-        out.setdefault((rec["norm"], rec["num_frames"], rec["batch_size"]), []).append(rec)
-    for runs in out.values():
-        runs.sort(key=lambda r: r["seed"])
+def analyse(results: dict[str, Any], margin: float = MARGIN) -> dict[str, Any]:
+    """Everything the write-up needs, as JSON-ready data."""
+    grid = [r for r in results["runs"] if r.get("stage", "grid") == "grid"]
+    runs = grid or results["runs"]
+    out: dict[str, Any] = {"margin": margin, "stage": "grid" if grid else "descriptive only (no grid runs)",
+                           "cells": cell_rows(results, runs), "hypotheses": None}
+    if grid:
+        try:
+            out["hypotheses"] = [v.as_dict() for v in evaluate_hypotheses(correctness(grid), margin=margin)]
+        except KeyError as e:  # a cell of the family not run (yet)
+            out["hypotheses_missing"] = str(e)
     return out
 
 
-def _fmt(runs: Optional[list[dict[str, Any]]]) -> str:
-    if not runs:
-        return "—"
-    mean, lo, hi = bootstrap_mean(correct_matrix(runs))
-    return f"{mean:.1f} [{lo:.1f}, {hi:.1f}] (n={len(runs)})"
-
-
-def _fmt_diff(a: Optional[list], b: Optional[list]) -> str:
-    if not a or not b:
-        return "—"
-    d, lo, hi = bootstrap_diff(correct_matrix(a), correct_matrix(b))
-    mark = " *" if lo > 0 or hi < 0 else ""
-    return f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]{mark}"
-
-
-def markdown(results: dict[str, Any]) -> str:
-    """Every table of the write-up, from the runs alone."""
-    setup = results["setup"]
-    by = cells(results)
-    t0, bs = setup["num_frames"], sorted(setup["batch_sizes"], reverse=True)
-    pairs = [tuple(p) for p in setup["pairs"]]
-    norms = list(setup["batch_norms"])
-    lines = [f"Validation top-1 (%), mean over seeds [95 % bootstrap interval over seeds and the "
-             f"{setup['num_val_videos']} validation videos] (n = seeds), T = {t0} frames:", "",
-             "| norm | " + " | ".join(f"B={b}" for b in bs) + " |", "|---" * (len(bs) + 1) + "|"]
-    for norm in norms:
-        lines.append(f"| {label(norm)} | " + " | ".join(_fmt(by.get((norm, t0, b))) for b in bs) + " |")
-    bmax = bs[0]
-    lines += ["", f"Change from B={bmax} (points, 95 % interval; * = the interval excludes 0):", "",
-              "| norm | " + " | ".join(f"B={b}" for b in bs[1:]) + " |", "|---" * len(bs) + "|"]
-    for norm in norms:
-        lines.append(f"| {label(norm)} | " + " | ".join(
-            _fmt_diff(by.get((norm, t0, b)), by.get((norm, t0, bmax))) for b in bs[1:]) + " |")
-    lines += ["", "GN − BN at each batch size (points):", "",
-              "| | " + " | ".join(f"B={b}" for b in bs) + " |", "|---" * (len(bs) + 1) + "|",
-              "| GN − BN | " + " | ".join(_fmt_diff(by.get(("gn", t0, b)), by.get(("bn", t0, b))) for b in bs) + " |"]
-    lines += ["", "Constant memory (T x B at equal T·B), validation top-1 (%):", "",
-              "| norm | " + " | ".join(f"{t}x{b}" for t, b in pairs) + " |", "|---" * (len(pairs) + 1) + "|"]
-    for norm in setup["pair_norms"]:
-        lines.append(f"| {label(norm)} | " + " | ".join(_fmt(by.get((norm, t, b))) for t, b in pairs) + " |")
-    first = pairs[0]
-    lines += ["", f"Gain over {first[0]}x{first[1]} (points):", "",
-              "| norm | " + " | ".join(f"{t}x{b}" for t, b in pairs[1:]) + " |", "|---" * len(pairs) + "|"]
-    for norm in setup["pair_norms"]:
-        lines.append(f"| {label(norm)} | " + " | ".join(
-            _fmt_diff(by.get((norm, t, b)), by.get((norm, *first))) for t, b in pairs[1:]) + " |")
-    lines.append("| GN − BN, same pair | " + " | ".join(
-        _fmt_diff(by.get(("gn", t, b)), by.get(("bn", t, b))) for t, b in pairs[1:]) + " |")
-    if setup.get("groups"):
-        gt, gb = setup["group_cell"]
-        lines += ["", f"Group ablation (GN at T={gt}, B={gb}): validation top-1 (%) and change from "
-                  f"the model's default GN ({setup['default_gn']}):", "", "| GN variant | top-1 | vs default |",
-                  "|---|---|---|", f"| {setup['default_gn']} (default) | {_fmt(by.get(('gn', gt, gb)))} | |"]
-        for g in setup["groups"]:
-            runs = by.get((g["norm"], gt, gb))
-            lines.append(f"| {g['label']} | {_fmt(runs)} | {_fmt_diff(runs, by.get(('gn', gt, gb)))} |")
-    lines += ["", *convergence_table(results), *crop_view_table(results), "", resolution_line(results)]
-    cost = cost_line(results)
-    if cost:
-        lines += ["", cost]
+def markdown(analysis: dict[str, Any]) -> str:
+    lines = [f"Stage: {analysis['stage']}. Top-1 on the validation set (view-averaged, the primary metric); "
+             "± is the 95 % t-interval over seeds; ceiling: the ideal observer of the same views.", "",
+             "| norm | clip | clips/batch | seeds | top-1 % | ceiling % | held-out loss | min CE | learned | converged |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in analysis["cells"]:
+        n = len(c["seeds"])
+        ceil = f"{100 * c['ceiling_top1']:.1f}" if c["ceiling_top1"] is not None else "–"
+        mince = f"{c['ceiling_min_ce']:.3f}" if c["ceiling_min_ce"] is not None else "–"
+        half = f" ± {100 * c['top1_half_width']:.1f}" if n > 1 else ""  # one seed: no interval
+        lines.append(f"| {LABELS.get(c['norm'], c['norm'])} | {c['num_frames']}@{c['stride']} | {c['batch_size']} | {n} | "
+                     f"{100 * c['top1']:.1f}{half} | {ceil} | {c['loss']:.3f} | {mince} | "
+                     f"{c['learned']}/{n} | {c['converged']}/{n} |")
+    if analysis.get("hypotheses"):
+        lines += ["", f"Hypotheses (paired by seed and video; Holm over H1-H3; H2's margin ±{100 * analysis['margin']:g} points):", "",
+                  "| | hypothesis | estimate (points) | 95 % interval | p | p (Holm) | verdict | resolves (points) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for h in analysis["hypotheses"]:
+            lines.append(f"| {h['name']} | {h['statement']} | {100 * h['estimate']:+.2f} | "
+                         f"[{100 * h['low']:+.2f}, {100 * h['high']:+.2f}] | {h['p']:.4f} | {h['p_holm']:.4f} | "
+                         f"{h['verdict']} | {100 * h['resolves']:.2f} |")
+    elif analysis.get("hypotheses_missing"):
+        lines += ["", f"Hypotheses not tested: {analysis['hypotheses_missing']}"]
     return "\n".join(lines) + "\n"
 
 
-def _fmt_convergence(runs: Optional[list[dict[str, Any]]]) -> str:
-    if not runs:
-        return "—"
-    drops = [r["late_drop"] for r in runs]
-    flat = sum(d is not None and d <= FLAT_LATE_DROP for d in drops)
-    known = [d for d in drops if d is not None]
-    drop = f"{np.mean(known):.2f}" if known else "n/a"
-    return f"{np.mean([r['final_loss'] for r in runs]):.2f} / {drop} ({flat}/{len(runs)})"
-
-
-def convergence_table(results: dict[str, Any]) -> list[str]:
-    """Final training loss, late_drop and how many seeds flattened, per cell."""
-    setup = results["setup"]
-    by = cells(results)
-    t0, cols = setup["num_frames"], _all_columns(setup)
-    lines = [f"Convergence: final training loss / late_drop (share of the run's loss decrease that came "
-             f"in its last quarter), mean over seeds, and (seeds flattened / seeds): a run counts as "
-             f"flattened when late_drop ≤ {FLAT_LATE_DROP}; chance loss is ln {setup['num_classes']} = "
-             f"{np.log(setup['num_classes']):.2f}. T = {t0} unless the column says T x B:", "", _column_head(setup, cols)]
-    for norm in setup["batch_norms"]:
-        row = [_fmt_convergence(by.get((norm, t, b))) if t == t0 or norm in setup["pair_norms"] else "—"
-               for t, b in cols]
-        lines.append(f"| {label(norm)} | " + " | ".join(row) + " |")
-    return lines
-
-
-def _all_columns(setup: dict[str, Any]) -> list[tuple[int, int]]:
-    """(T, B) of the batch grid (largest B first), then the constant-memory pairs at other T."""
-    t0 = setup["num_frames"]
-    return ([(t0, b) for b in sorted(setup["batch_sizes"], reverse=True)]
-            + [(t, b) for t, b in (tuple(p) for p in setup["pairs"]) if t != t0])
-
-
-def _column_head(setup: dict[str, Any], cols: list[tuple[int, int]]) -> str:
-    """A table's header and rule lines for ``cols`` (B=.. at the grid's T, T x B otherwise)."""
-    names = [f"B={b}" if t == setup["num_frames"] else f"{t}x{b}" for t, b in cols]
-    return "| norm | " + " | ".join(names) + " |\n" + "|---" * (len(names) + 1) + "|"
-
-
-def crop_view_table(results: dict[str, Any]) -> list[str]:
-    """Top-1 of the centre-crop view (the training resolution) and its change from the whole-frame
-    view, per cell whose runs all recorded it; empty when none did."""
-    setup = results["setup"]
-    by = cells(results)
-    if not any("correct_crop" in r for runs in by.values() for r in runs):
-        return []
-    t0, cols = setup["num_frames"], _all_columns(setup)
-    lines = ["", f"Centre-crop view ({setup['crop_size']}×{setup['crop_size']}, the training resolution): "
-             f"top-1 (%) and its change from the whole-frame view above (points); T = {t0} unless the "
-             "column says T x B:", "", _column_head(setup, cols)]
-    for norm in setup["batch_norms"]:
-        row = []
-        for t, b in cols:
-            runs = by.get((norm, t, b))
-            if not runs or not all("correct_crop" in r for r in runs):
-                row.append("—")
-                continue
-            crop, whole = correct_matrix(runs, "correct_crop"), correct_matrix(runs)
-            d, lo, hi = bootstrap_diff(crop, whole)
-            row.append(f"{100 * crop.mean():.1f} ({d:+.1f} [{lo:+.1f}, {hi:+.1f}])")
-        if any(cell != "—" for cell in row):
-            lines.append(f"| {label(norm)} | " + " | ".join(row) + " |")
-    return lines
-
-
-def cost_line(results: dict[str, Any]) -> Optional[str]:
-    """What the sweep cost, from the JSON's own records."""
-    runs = results["runs"]
-    if not runs:
-        return None
-    total = sum(r["wall_s"] for r in runs.values())
-    jobs = results["setup"].get("jobs", 1)
-    line = (f"Cost: {len(runs)} runs, their run times summed {total / 60:.0f} min "
-            f"({jobs} side by side: about {total / 60 / jobs:.0f} min of clock)")
-    if results.get("elapsed_s"):
-        line += f"; the sweep's measured clock time over all its invocations {results['elapsed_s'] / 60:.0f} min"
-    return line + "."
-
-
-def resolution_line(results: dict[str, Any]) -> str:
-    """The smallest difference the design resolves: the median half-width of the 95 % interval of
-    a difference between two BN or GN cells of the batch-size grid."""
-    setup = results["setup"]
-    by = cells(results)
-    t0 = setup["num_frames"]
-    widths = []
-    for norm in ("bn", "gn"):
-        bs = sorted(setup["batch_sizes"])
-        for b1, b2 in zip(bs, bs[1:]):
-            a, b = by.get((norm, t0, b1)), by.get((norm, t0, b2))
-            if a and b:
-                _, lo, hi = bootstrap_diff(correct_matrix(a), correct_matrix(b))
-                widths.append((hi - lo) / 2)
-    if not widths:
-        return "Resolution: not enough finished runs to estimate."
-    return (f"Resolution: a difference between two BN/GN cells of the batch grid is resolved (its 95 % "
-            f"interval excludes 0) when it is larger than about ±{float(np.median(widths)):.1f} points "
-            f"(median half-width over adjacent cells; range {min(widths):.1f}–{max(widths):.1f}).")
-
-
-def plot(results: dict[str, Any], prefix: Path) -> list[Path]:
-    """``<prefix>_batch.png`` (error vs clips per batch), ``<prefix>_length.png`` (top-1 vs T at
-    constant memory) and ``<prefix>_loss.png`` (training-loss curves of every norm and batch size)."""
+def plot(results: dict[str, Any], analysis: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Top-1 per cell with its interval and ceiling; every run's held-out loss curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    setup = results["setup"]
-    by = cells(results)
-    t0 = setup["num_frames"]
-    chance = 100.0 / setup["num_classes"]
-    paths = []
-
-    def errorbars(ax, xs, stats, **kw):
-        means = np.array([s[0] for s in stats])
-        err = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
-        return ax.errorbar(xs, means, yerr=err, marker="o", capsize=3, **kw)
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for norm in setup["batch_norms"]:
-        bs = [b for b in sorted(setup["batch_sizes"]) if by.get((norm, t0, b))]
-        if bs:
-            stats = [bootstrap_mean(correct_matrix(by[(norm, t0, b)])) for b in bs]
-            errorbars(ax, bs, [(100 - m, 100 - hi, 100 - lo) for m, lo, hi in stats], label=label(norm))
-    ax.axhline(100 - chance, color="gray", linestyle="--", linewidth=1, label="chance")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(setup["batch_sizes"]), [str(b) for b in sorted(setup["batch_sizes"])])
-    ax.set_xlabel("clips per batch")
-    ax.set_ylabel("validation error (%)")
-    ax.set_title(f"error vs clips per batch (T={t0}; 95 % bootstrap intervals)")
-    ax.legend(fontsize=8)
+    files = []
+    cells = analysis["cells"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for i, c in enumerate(cells):
+        color = "C0" if c["norm"] == "bn" else "C1"
+        err = 100 * c["top1_half_width"] if len(c["seeds"]) > 1 else None
+        ax.errorbar(i, 100 * c["top1"], yerr=err, fmt="o", color=color, capsize=4)
+        if c["ceiling_top1"] is not None:
+            ax.hlines(100 * c["ceiling_top1"], i - 0.3, i + 0.3, colors="k", linestyles="dashed")
+    ax.set_xticks(range(len(cells)), [f"{LABELS.get(c['norm'], c['norm'])}\n{c['num_frames']}@{c['stride']}x{c['batch_size']}"
+                                      for c in cells])
+    ax.set_ylabel("top-1 % (dashed: ceiling)")
     fig.tight_layout()
-    paths.append(prefix.with_name(prefix.name + "_batch.png"))
-    fig.savefig(paths[-1], dpi=110)
+    files.append(out_dir / "sweep_top1.png")
+    fig.savefig(files[-1], dpi=120)
     plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    pairs = [tuple(p) for p in setup["pairs"]]
-    for norm in setup["pair_norms"]:
-        pts = [(t, b) for t, b in pairs if by.get((norm, t, b))]
-        if pts:
-            line = errorbars(ax, [t for t, _ in pts], [bootstrap_mean(correct_matrix(by[(norm, t, b)])) for t, b in pts],
-                             label=f"{label(norm)} (whole frame)")
-            cropped = [(t, b) for t, b in pts if all("correct_crop" in r for r in by[(norm, t, b)])]
-            if cropped:  # the centre-crop view, where recorded: same colour, dashed
-                errorbars(ax, [t for t, _ in cropped],
-                          [bootstrap_mean(correct_matrix(by[(norm, t, b)], "correct_crop")) for t, b in cropped],
-                          label=f"{label(norm)} (centre crop)", linestyle="--", color=line[0].get_color())
-    ax.axhline(chance, color="gray", linestyle="--", linewidth=1, label="chance")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks([t for t, _ in pairs], [f"{t}x{b}" for t, b in pairs])
-    ax.set_xlabel("frames per clip x clips per batch (constant T·B)")
-    ax.set_ylabel("validation top-1 (%)")
-    ax.set_title("accuracy vs clip length at constant memory")
-    ax.legend(fontsize=8)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for r in results["runs"]:
+        if r.get("curve"):
+            ax.plot([p["step"] for p in r["curve"]], [p["val_loss"] for p in r["curve"]],
+                    color="C0" if r["norm"] == "bn" else "C1", alpha=0.4, lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("held-out loss (nats)")
     fig.tight_layout()
-    paths.append(prefix.with_name(prefix.name + "_length.png"))
-    fig.savefig(paths[-1], dpi=110)
+    files.append(out_dir / "sweep_loss.png")
+    fig.savefig(files[-1], dpi=120)
     plt.close(fig)
-
-    curves = [(norm, t, b) for (norm, t, b) in sorted(by) if t == t0 and norm in setup["batch_norms"]]
-    curves += [(norm, t, b) for (norm, t, b) in sorted(by) if (t, b) in pairs and t != t0 and norm in setup["pair_norms"]]
-    panels = list(dict.fromkeys(n for n, _, _ in curves))
-    if panels:
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), sharey=True, squeeze=False)
-        for ax, norm in zip(axes[0], panels):
-            for n, t, b in curves:
-                if n != norm:
-                    continue
-                runs = by[(n, t, b)]
-                curve = np.mean([r["loss_curve"] for r in runs], axis=0)
-                x = np.linspace(1, len(curve), len(curve)) / len(curve) * runs[0]["clips_seen"]
-                ax.plot(x, curve, label=f"{t}x{b}")
-            ax.set_title(label(norm))
-            ax.set_xlabel("training clips seen")
-            ax.legend(fontsize=6)
-        axes[0][0].set_ylabel("training loss (mean over seeds)")
-        fig.tight_layout()
-        paths.append(prefix.with_name(prefix.name + "_loss.png"))
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
-    return paths
+    return files
 
 
-def write_table(path: Path, table: str) -> None:
-    """Put ``table`` between the markers of ``path`` (a write-up), or make ``path`` hold only it."""
-    text = path.read_text() if path.exists() else ""
-    if TABLE_START in text and TABLE_END in text:
-        head, rest = text.split(TABLE_START, 1)
-        text = head + TABLE_START + "\n" + table + TABLE_END + rest.split(TABLE_END, 1)[1]
-    else:
-        text = "# Sweep results\n\n" + TABLE_START + "\n" + table + TABLE_END + "\n" + text
-    path.write_text(text)
-
-
-def write_report(results: dict[str, Any], out_json: Path) -> list[Path]:
-    """The table into ``<stem without _results>.md`` beside the JSON, and the plots."""
-    stem = out_json.stem.replace("_results", "")
-    write_table(out_json.with_name(stem + ".md"), markdown(results))
-    return plot(results, out_json.with_name(stem)) if results["runs"] else []
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", type=Path, help="a sweep_results.json")
-    args = ap.parse_args(argv)
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("results", type=Path, help="a sweep_results.json")
+    p.add_argument("--margin", type=float, default=MARGIN, help="H2's equivalence margin (fraction of top-1)")
+    p.add_argument("--out-dir", type=Path, default=None, help="where to write (default: beside the results)")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
     if not args.results.is_file():
-        ap.error(f"{args.results} is not a file")
+        print(f"sweep_report: no results file at {args.results}", file=sys.stderr)
+        return 2
     results = json.loads(args.results.read_text())
-    for p in write_report(results, args.results):
-        print(f"wrote {p}")
-    print(markdown(results))
+    out_dir = args.out_dir or args.results.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    analysis = analyse(results, args.margin)
+    (out_dir / "analysis.json").write_text(json.dumps(analysis, indent=1) + "\n")
+    (out_dir / "analysis.md").write_text(markdown(analysis))
+    if not args.no_plots:
+        plot(results, analysis, out_dir)
+    print(markdown(analysis))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Weight-decay groups (none on norm parameters and biases, found by module type) and schedules."""
+"""Weight-decay groups (none on biases, nor on norms that declare none: videogn.layers.norm_weight_decay),
+the head's learning-rate multiplier, SGD and AdamW, schedules, label smoothing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import torch
 from torch import nn
 
 from videogn import FrozenBatchNorm, GroupNorm3d
-from videogn.optim import LRSchedule, build_sgd, norm_and_bias_parameters, param_groups
+from videogn.optim import LRSchedule, build_sgd, create_optimizer, norm_and_bias_parameters, param_groups
+from videogn.runtime import forward_backward
 
 
 class _CustomGN(GroupNorm3d):  # a subclass is still a norm
@@ -78,3 +80,62 @@ def test_bad_schedule_is_named() -> None:
     with pytest.raises(ValueError, match="total_steps"):
         LRSchedule("cosine", 0)
     assert math.isfinite(LRSchedule("cosine", 1).factor(0))
+
+
+def test_head_lr_mult_is_in_the_param_groups_and_survives_every_schedule_step() -> None:
+    m = _model()
+    head = m[7]
+    opt = create_optimizer(m, "sgd", 0.1, weight_decay=1e-4, head=head, head_lr_mult=10.0)
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert set(by_name) == {"decay", "norm_and_bias", "head_decay", "head_norm_and_bias"}
+    assert [id(p) for p in by_name["head_decay"]["params"]] == [id(head.weight)]
+    assert [id(p) for p in by_name["head_norm_and_bias"]["params"]] == [id(head.bias)]
+    assert by_name["head_decay"]["weight_decay"] == 1e-4 and by_name["head_norm_and_bias"]["weight_decay"] == 0.0
+    assert by_name["head_decay"]["lr"] == pytest.approx(1.0) and by_name["decay"]["lr"] == pytest.approx(0.1)
+    schedule = LRSchedule("cosine", 10, warmup_fraction=0.2)
+    for step in (0, 1, 5, 9):
+        first = schedule.apply(opt, step, batch_scale=0.5)
+        assert first == pytest.approx(0.1 * schedule.factor(step) * 0.5)
+        assert by_name["head_decay"]["lr"] == pytest.approx(10 * first)
+        assert by_name["head_norm_and_bias"]["lr"] == pytest.approx(10 * first)
+        assert by_name["norm_and_bias"]["lr"] == pytest.approx(first)
+    # a multiplier of 1 keeps the two groups a checkpoint of an earlier run has
+    assert len(create_optimizer(m, "sgd", 0.1, head=head, head_lr_mult=1.0).param_groups) == 2
+
+
+def test_frozen_parameters_are_left_out_of_the_optimizer() -> None:
+    m = _model()
+    m[0].weight.requires_grad_(False)
+    params = {id(p) for g in create_optimizer(m, "adamw", 1e-3).param_groups for p in g["params"]}
+    assert id(m[0].weight) not in params and id(m[2].weight) in params
+
+
+def test_adamw_builds_with_the_declared_no_decay_groups() -> None:
+    m = _model()
+    opt = create_optimizer(m, "adamw", 1e-3, betas=(0.8, 0.99), weight_decay=0.05, norm_weight_decay=0.0)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.8, 0.99)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert {id(p) for p in groups["norm_and_bias"]["params"]} == norm_and_bias_parameters(m)
+    assert groups["decay"]["weight_decay"] == 0.05 and groups["norm_and_bias"]["weight_decay"] == 0.0
+    # zero gradients: AdamW's update is the decoupled decay alone, w <- w (1 - lr wd), and nothing on norms
+    before_gn, before_conv = m[1].weight.detach().clone(), m[0].weight.detach().clone()
+    for p in m.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.equal(m[1].weight, before_gn)
+    torch.testing.assert_close(m[0].weight, before_conv * (1 - 1e-3 * 0.05))
+    with pytest.raises(ValueError, match="'adamw'.*got 'adam'"):
+        create_optimizer(m, "adam", 1e-3)
+
+
+def test_label_smoothing_changes_the_loss_as_cross_entropy_does() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 4 * 4, 5))
+    clips, labels = torch.randn(4, 3, 2, 4, 4), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        logits = model(clips)
+    plain = forward_backward(model, clips, labels)
+    smoothed = forward_backward(model, clips, labels, label_smoothing=0.2)
+    torch.testing.assert_close(plain, torch.nn.functional.cross_entropy(logits, labels))
+    torch.testing.assert_close(smoothed, torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.2))
+    assert not torch.allclose(plain, smoothed)

@@ -52,7 +52,8 @@ def test_built_wheel_installs_and_runs_from_anywhere(tmp_path: Path) -> None:
     wheel = next(dist.glob("videogn-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for name in ("videogn/py.typed", "videogn/configs/train.yaml", "videogn/configs/eval.yaml",
-                 "videogn/configs/experiment/tiny.yaml", "videogn/configs/hydra/job_logging/videogn.yaml"):
+                 "videogn/configs/experiment/tiny.yaml", "videogn/configs/hydra/job_logging/videogn.yaml",
+                 "_videogn_launch.py"):  # the console scripts' launcher (sets OpenMP's wait policy before torch)
         assert name in names
     assert not any(n.startswith("configs/") for n in names)  # no top-level "configs" package
     with tarfile.open(next(dist.glob("videogn-*.tar.gz"))) as sdist:
@@ -75,6 +76,7 @@ def test_built_wheel_installs_and_runs_from_anywhere(tmp_path: Path) -> None:
     assert where.startswith(str(venv)), where
 
     bin_ = venv / "bin"
+    assert "from _videogn_launch import train" in (bin_ / "videogn-train").read_text()
     assert "experiment" in _run([str(bin_ / "videogn-train"), "--help"], cwd=work, env=env).stdout
     _run([str(bin_ / "videogn-train"), "experiment=tiny", "hydra.run.dir=run"], cwd=work, env=env)
     report = json.loads((work / "run" / "report.json").read_text())

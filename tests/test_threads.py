@@ -1,10 +1,13 @@
 """Thread policy: plan_threads as a pure function of (workers, threads, cores); the console scripts
-start OpenMP with OMP_WAIT_POLICY=PASSIVE (as libgomp itself reports it) unless the user set it."""
+start OpenMP with OMP_WAIT_POLICY=PASSIVE (as libgomp itself reports it) unless the user set it,
+set before torch is imported; importing videogn changes nothing."""
 
+import json
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,11 +52,22 @@ def test_available_cores_divided_among_local_ranks(monkeypatch):
     assert available_cores() == alone >= 1
 
 
+REPO = Path(__file__).resolve().parent.parent
+# What the console scripts run (pip's generated script calls _videogn_launch.train), from the checkout.
+CONSOLE_SCRIPT = [sys.executable, "-c", "import sys, _videogn_launch; sys.argv[0] = 'videogn-train'; "
+                                        "sys.exit(_videogn_launch.train())"]
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "_VIDEOGN_OMP_REEXEC")}
+    env.update(PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]), **extra)
+    return env
+
+
 def _libgomp_spin_counts(env_extra: dict[str, str], launcher: list[str]) -> list[str]:
     """GOMP_SPINCOUNT as libgomp reports it at load (OMP_DISPLAY_ENV=VERBOSE), once per load."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "_VIDEOGN_OMP_REEXEC")}
-    env.update(OMP_DISPLAY_ENV="VERBOSE", **env_extra)
-    res = subprocess.run([*launcher, "--help"], capture_output=True, text=True, env=env, timeout=300)
+    env = _clean_env(OMP_DISPLAY_ENV="VERBOSE", **env_extra)
+    res = subprocess.run([*launcher, "--help"], capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
     assert res.returncode == 0, res.stderr[-2000:]
     return re.findall(r"GOMP_SPINCOUNT = '(\d+)'", res.stderr)
 
@@ -67,13 +81,58 @@ def _needs_libgomp():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps (Linux)")
-@pytest.mark.parametrize("launcher", [["-m", "videogn.train"]])
-def test_console_scripts_start_openmp_passive(launcher):
+def test_console_scripts_start_openmp_passive():
     _needs_libgomp()
-    counts = _libgomp_spin_counts({}, [sys.executable, *launcher])
-    # libgomp reads OMP_WAIT_POLICY only when it loads (at import torch): the process must have
-    # been (re)started with it; PASSIVE means no spinning at all
-    assert counts and counts[-1] == "0", counts
+    # libgomp reads OMP_WAIT_POLICY only when it loads (at import torch); PASSIVE means no spinning.
+    # The console script sets it before torch loads: one load, passive, no re-execution.
+    assert _libgomp_spin_counts({}, CONSOLE_SCRIPT) == ["0"]
+    # python -m imports the package (and torch) first: its __main__ block re-executes once
+    counts = _libgomp_spin_counts({}, [sys.executable, "-m", "videogn.train"])
+    assert len(counts) == 2 and counts[-1] == "0", counts
+
+
+_SPY_ON_TORCH_IMPORT = """
+import json, os, sys
+
+class TorchImported(Exception):
+    pass
+
+class Spy:  # stops the process's first import of torch, with OMP_WAIT_POLICY as it was then
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise TorchImported(os.environ.get("OMP_WAIT_POLICY"))
+        return None
+
+sys.meta_path.insert(0, Spy())
+import _videogn_launch
+sys.argv = ["videogn-train", "--help"]
+try:
+    _videogn_launch.train()
+except TorchImported as e:
+    print(json.dumps({"at_torch_import": e.args[0]}))
+"""
+
+
+@pytest.mark.parametrize("user_policy", [None, "ACTIVE"])
+def test_launcher_sets_wait_policy_before_torch_is_imported(user_policy):
+    env = _clean_env(**({"OMP_WAIT_POLICY": user_policy} if user_policy else {}))
+    res = subprocess.run([sys.executable, "-c", _SPY_ON_TORCH_IMPORT], capture_output=True, text=True,
+                         env=env, timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got == {"at_torch_import": user_policy or "PASSIVE"}  # set before torch; the user's value wins
+
+
+def test_importing_videogn_leaves_the_environment_alone():
+    # even in a process that looks like the console script (the old import-time trigger)
+    code = ("import json, os, sys; sys.argv[0] = '/usr/bin/videogn-train'; before = dict(os.environ); "
+            "import videogn; after = dict(os.environ); "
+            "print(json.dumps({k: [before.get(k), after.get(k)] for k in set(before) ^ set(after) | "
+            "{k for k in before if before[k] != after.get(k)}}))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_clean_env(),
+                         timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == {}
 
 
 def test_users_wait_policy_wins(monkeypatch):

@@ -5,11 +5,7 @@
     model = videogn.convert_norm(model, to="gn")         # BatchNorm -> GroupNorm3d, γ/β carried
 """
 
-from videogn.threads import passive_openmp_if_entry_point
-
-passive_openmp_if_entry_point()  # before torch loads OpenMP (videogn.threads says why)
-
-from videogn import functional, ops  # noqa: E402  (ops: registers the custom ops for torch.export.load)
+from videogn import functional, ops  # ops: registers the custom ops for torch.export.load
 from videogn.layers import (
     NORM_NAMES,
     FrozenBatchNorm,

@@ -4,12 +4,14 @@ Hydra finds the configs as package data (``pkg://videogn.configs``: the repo's `
 mapped into the wheel), so the scripts work from any directory after ``pip install``; a folder of
 your own configs is added with ``--config-dir DIR`` or ``hydra.searchpath=[file://DIR]``.
 
-Start-up, in order: a process started as the console script (or ``python -m``) makes OpenMP wait
-passively, re-executing itself once if needed (:func:`videogn.threads.ensure_passive_openmp`); the
+Start-up, in order (OpenMP's passive wait is set before this, by the console scripts' launcher
+``_videogn_launch`` or the ``python -m`` block: :func:`videogn.threads.ensure_passive_openmp`): the
 command-line keys are checked against the schema before Hydra runs (a typo
 such as ``trainer.epoch=1`` or ``+trainer.epoch=1`` names the key and the closest valid one and
 creates no run dir); the composed config is validated (a failure removes the run dir Hydra made,
-which then holds only ``.hydra/``); then the job runs with its log file in the run dir.
+which then holds only ``.hydra/``); then the job runs with its log file in the run dir. A user
+mistake (:class:`ConfigError`) ends in one message, printed by rank 0 only under torchrun, and exit
+status 2; ``--version`` prints videogn's version before Hydra starts.
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from videogn.config import ConfigError, EvalConfig, TrainConfig, register_configs
+from videogn.config import ConfigError, EvalConfig, PredictConfig, TrainConfig, register_configs
 from videogn.config.validation import unknown_key_error, unknown_keys
 from videogn.runtime import env_rank
-from videogn.threads import ensure_passive_openmp
 
 __all__ = [
     "CONFIG_MODULE",
@@ -84,9 +85,13 @@ def release_scratch_dir(run_dir: Path) -> None:
 
 @contextlib.contextmanager
 def job_context(
-    device: str, dist_backend: str, output_dir: Optional[str | Path], log_name: str, timeout_s: Optional[float] = None
+    device: str, dist_backend: str, output_dir: Optional[str | Path], log_name: str, timeout_s: Optional[float] = None,
+    *, check: Optional[Callable[[Any, Path], None]] = None,
 ) -> Iterator[tuple[Any, Path]]:
     """Join the process group, agree on rank 0's run dir and log into it; undo all of it on exit.
+
+    ``check(dist_info, run_dir)``, when given, runs before the log file is opened: a start-up check
+    that refuses the run (a ConfigError) leaves the run dir holding only ``.hydra/``, so it is removed.
 
     Yields:
         ``(dist_info, run_dir)``.
@@ -100,6 +105,8 @@ def job_context(
             output_dir = HydraConfig.get().runtime.output_dir
         out = Path(broadcast_object(str(output_dir)))
         release_scratch_dir(out)
+        if check is not None:
+            check(info, out)
         handler = add_log_file(out / log_name) if info.is_main else None
         yield info, out
     finally:
@@ -164,7 +171,7 @@ def hydra_entry(config_name: str, task: Callable[[DictConfig], Any]) -> Callable
     """
     register_configs()
     OmegaConf.register_new_resolver("videogn_group_options", group_options, replace=True)  # --help texts
-    schema = EvalConfig if config_name == "eval" else TrainConfig
+    schema = {"eval": EvalConfig, "predict": PredictConfig}.get(config_name, TrainConfig)
 
     @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)
     def _hydra_main(cfg: DictConfig) -> None:
@@ -173,7 +180,8 @@ def hydra_entry(config_name: str, task: Callable[[DictConfig], Any]) -> Callable
         try:
             task(cfg)
         except ConfigError as e:
-            logger.error("config error: %s", e)
+            if env_rank() == 0:  # every rank stops; one says why
+                logger.error("config error: %s", e)
             _discard_run_dir()
             sys.exit(2)
         except TrainingPreempted as e:
@@ -181,12 +189,16 @@ def hydra_entry(config_name: str, task: Callable[[DictConfig], Any]) -> Callable
             sys.exit(EXIT_PREEMPTED)
 
     def main() -> None:
-        if getattr(sys.modules.get("__main__"), "main", None) is main:
-            ensure_passive_openmp()  # only as the program itself: never re-execute a caller such as pytest
+        if "--version" in sys.argv[1:]:  # videogn's, not Hydra's
+            from videogn import __version__
+
+            print(f"videogn {__version__}")
+            sys.exit(0)
         try:
             check_overrides(sys.argv[1:], schema)
         except ConfigError as e:
-            print(f"config error: {e}", file=sys.stderr)
+            if env_rank() == 0:
+                print(f"config error: {e}", file=sys.stderr)
             sys.exit(2)
         _hydra_main()
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from videogn.checks import check_int
 from videogn.ops.group_norm import check_param_devices
 
 __all__ = ["group_norm", "ACTIVATIONS", "BACKENDS", "check_activation"]
@@ -53,8 +54,7 @@ def _check_args(
         raise ValueError(
             f"input must have at least 2 dimensions (N, C, *), got shape {tuple(input.shape)}"
         )
-    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups <= 0:
-        raise ValueError(f"num_groups must be a positive integer, got {num_groups!r}")
+    check_int("num_groups", num_groups)
     channels = input.shape[1]
     if channels % num_groups != 0:
         raise ValueError(

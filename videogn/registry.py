@@ -20,11 +20,16 @@ class Registry(Generic[T]):
     Args:
         kind: what the entries are ("norm", "model", ...); used in error messages.
         lowercase: look names up case-insensitively (stored lower-case).
+        check: called as ``check(name, entry)`` before an entry is added; raises (TypeError or
+            ValueError naming what is missing) to refuse an entry that lacks a declaration.
     """
 
-    def __init__(self, kind: str, *, lowercase: bool = False) -> None:
+    def __init__(
+        self, kind: str, *, lowercase: bool = False, check: Optional[Callable[[str, T], None]] = None
+    ) -> None:
         self.kind = kind
         self._lowercase = lowercase
+        self._check = check
         self._entries: dict[str, T] = {}
 
     def _key(self, name: str) -> str:
@@ -45,6 +50,8 @@ class Registry(Generic[T]):
             key = self._key(name)
             if key in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
+            if self._check is not None:
+                self._check(name, entry)
             self._entries[key] = entry
             return entry
 

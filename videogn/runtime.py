@@ -95,6 +95,7 @@ def forward_backward(
     precision: str = "fp32",
     loss_weight: float = 1.0,
     scaler: Optional[Any] = None,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
     """Forward under autocast, fp32 cross-entropy, backward of ``loss * loss_weight``.
 
@@ -103,13 +104,14 @@ def forward_backward(
         loss_weight: scales what is backpropagated (the trainer passes N, then divides the summed
             gradients by the clips of the whole accumulation window).
         scaler: a ``torch.amp.GradScaler`` (fp16) or None.
+        label_smoothing: of the cross-entropy (``optim.label_smoothing``; ``F.cross_entropy``'s).
 
     Returns:
         the mean loss of this batch, detached.
     """
     with autocast_context(clips.device, precision):
         logits = model(clips)
-    loss = F.cross_entropy(logits.float(), labels)
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
     scaled = loss * loss_weight
     (scaler.scale(scaled) if scaler is not None else scaled).backward()
     return loss.detach()

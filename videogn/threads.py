@@ -5,7 +5,8 @@ threads + 1 loader worker and 37 s with 1 + 1; two jobs side by side took 324 s 
 A busy worker and spinning OpenMP threads fight over the cores, so the plan gives the process at
 most one busy thread per core it may use, and OpenMP threads wait passively (``OMP_WAIT_POLICY``).
 
-A leaf module (stdlib only): the console scripts call it before anything else runs.
+A leaf module (stdlib only): the console scripts' launcher (``_videogn_launch``) runs
+:func:`ensure_passive_openmp` from this file before torch loads. Importing videogn changes nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import sys
 from typing import Optional
 
-__all__ = ["available_cores", "ensure_passive_openmp", "passive_openmp_if_entry_point", "plan_threads"]
+__all__ = ["available_cores", "ensure_passive_openmp", "plan_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,13 @@ def available_cores() -> int:
     return max(1, cores // local_world)
 
 
+def _check_int(name: str, value: object, low: int) -> int:
+    """videogn.checks.check_int's rule and message, here because this module must not import videogn."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
 def plan_threads(num_workers: int, requested_threads: Optional[int], cores: Optional[int] = None) -> tuple[int, int]:
     """Intra-op threads and loader workers that together fit the cores.
 
@@ -52,15 +60,11 @@ def plan_threads(num_workers: int, requested_threads: Optional[int], cores: Opti
     Returns:
         ``(threads, workers)``.
     """
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
-    if requested_threads is not None and (
-        isinstance(requested_threads, bool) or not isinstance(requested_threads, int) or requested_threads < 1
-    ):
-        raise ValueError(f"trainer.num_threads must be an integer >= 1 or None, got {requested_threads!r}")
-    cores = available_cores() if cores is None else cores
-    if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
-        raise ValueError(f"cores must be an integer >= 1, got {cores!r}")
+    # stdlib only (loaded by the launcher before torch): videogn.checks would import the package
+    _check_int("data.num_workers", num_workers, 0)
+    if requested_threads is not None:
+        _check_int("trainer.num_threads", requested_threads, 1)
+    cores = _check_int("cores", available_cores() if cores is None else cores, 1)
     if requested_threads is not None:
         return requested_threads, num_workers
     workers = min(num_workers, cores - 1)
@@ -70,29 +74,15 @@ def plan_threads(num_workers: int, requested_threads: Optional[int], cores: Opti
     return max(1, cores - workers), workers
 
 
-ENTRY_SCRIPTS = ("videogn-train", "videogn-eval")
-ENTRY_MODULES = ("videogn.train", "videogn.evaluate")
-
-
-def passive_openmp_if_entry_point() -> None:
-    """``OMP_WAIT_POLICY=PASSIVE`` (unless set) when this process is ``videogn-train``/``videogn-eval``
-    or ``python -m videogn.train``/``videogn.evaluate``: called by ``videogn/__init__`` before torch
-    loads libgomp, so the console scripts need no re-execution. Library users are left alone."""
-    argv = list(getattr(sys, "orig_argv", sys.argv))
-    script = os.path.basename(sys.argv[0]) if sys.argv else ""
-    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
-    if script in ENTRY_SCRIPTS or module in ENTRY_MODULES:
-        os.environ.setdefault(WAIT_POLICY_VAR, "PASSIVE")
-
-
 def ensure_passive_openmp() -> None:
     """Make OpenMP threads sleep, not spin, between parallel regions (``OMP_WAIT_POLICY=PASSIVE``,
     unless the user set the variable), re-executing this process when OpenMP is already loaded.
 
     libgomp reads the variable once, when it is loaded (``import torch``), not at its first
     parallel region: setting it later has no effect (checked with ``OMP_DISPLAY_ENV=VERBOSE``,
-    which shows ``GOMP_SPINCOUNT``). ``videogn/__init__`` imports torch, so a console script has
-    loaded libgomp before any videogn code runs; the process is re-executed with the same
+    which shows ``GOMP_SPINCOUNT``). The console scripts call this before torch loads (the
+    launcher ``_videogn_launch``), so it only sets the variable; ``python -m videogn.train`` has
+    loaded torch with the package, so its ``__main__`` block re-executes the process with the same
     interpreter and arguments (``sys.orig_argv``), same pid, which torchrun accepts.
     """
     if WAIT_POLICY_VAR in os.environ or os.environ.get(_REEXEC_MARK):

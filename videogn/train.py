@@ -37,8 +37,35 @@ __all__ = ["main", "run"]
 logger = logging.getLogger("videogn.train")
 
 
+def _preflight(conf: TrainConfig, info: Any, out: Path) -> None:
+    """Rank 0 checks everything the run will need (:func:`~videogn.engine.preflight.check_training_run`)
+    and every rank gets the verdict, so the whole job stops at once and rank 0 alone says why.
+
+    Raises:
+        PreflightError: (rank 0) every problem found; other ranks raise a ConfigError pointing to it.
+    """
+    from videogn.config import ConfigError
+    from videogn.engine.distributed import broadcast_object
+    from videogn.engine.preflight import check_training_run
+
+    error: Optional[ConfigError] = None
+    if info.is_main:
+        try:
+            check_training_run(conf, output_dir=out)
+        except ConfigError as e:
+            error = e
+    refused = broadcast_object(error is not None)
+    if error is not None:
+        raise error
+    if refused:
+        raise ConfigError(f"rank {info.rank}: the run was refused at start-up; rank 0 logged why")
+
+
 def run(cfg: DictConfig | TrainConfig, output_dir: Optional[str | Path] = None) -> dict[str, Any]:
-    """Validate ``cfg``, train, then (``trainer.eval_after_train``) evaluate on the val split.
+    """Validate ``cfg``, check what the run needs (:func:`~videogn.engine.preflight.check_training_run`,
+    before any model is built or file written), train (validating every ``trainer.val_every``
+    epochs/steps when set), then (``trainer.eval_after_train``) evaluate on the val split with the
+    ``eval`` protocol (:func:`videogn.engine.evaluator.evaluate_split`, as ``videogn-eval`` does).
 
     Args:
         cfg: a composed ``train`` config.
@@ -47,32 +74,55 @@ def run(cfg: DictConfig | TrainConfig, output_dir: Optional[str | Path] = None) 
     Returns:
         ``{"train": summary, "eval": report or None, "output_dir": str}``.
     """
-    from videogn.engine.evaluator import evaluate_split, write_report
+    from videogn.engine.evaluator import EvalOptions, evaluate_split
     from videogn.engine.train_log import log_eval_to_tensorboard
     from videogn.engine.trainer import Trainer
 
     conf: TrainConfig = validate(cfg)
     t = conf.trainer
     report = None
-    with job_context(t.device, t.dist_backend, output_dir, "train.log", t.dist_timeout_s) as (info, out):
+    with job_context(t.device, t.dist_backend, output_dir, "train.log", t.dist_timeout_s,
+                     check=lambda info, out: _preflight(conf, info, out)) as (info, out):
         trainer = Trainer(conf, out, info)
         summary = trainer.fit()
         if t.eval_after_train:
-            report = evaluate_split(
-                trainer.unwrapped_model, conf, trainer.sources, trainer.class_names, split="val",
-                batch_size=t.eval_batch_size, device=info.device, precision=t.precision,
-                dist_info=info, progress=t.progress_bar, output_dir=out,
+            report = evaluate_split(trainer.evaluation_target(), EvalOptions(
+                split="val", device=info.device, precision=t.precision, dist_info=info, progress=t.progress_bar,
+                output_dir=out,
                 extra={"name": conf.name, "model": conf.model.name, "norm": conf.norm.name, "step": summary["steps"],
-                       "bad_videos_during_training": summary["bad_videos"]},
-            )
-            if info.is_main:
-                write_report(report, out)
-                if t.tensorboard:
-                    log_eval_to_tensorboard(out, report, summary["steps"], trainer.class_names)
+                       "bad_videos_during_training": summary["bad_videos"],  # distinct videos
+                       "bad_video_replacements_during_training": summary["bad_video_replacements"],
+                       "best_during_training": summary["best"]},
+            )).report
+            if info.is_main and t.tensorboard:
+                log_eval_to_tensorboard(out, report, summary["steps"], report["classes"])
+        if info.is_main:
+            _log_results(out, report, summary)
     return {"train": summary, "eval": report, "output_dir": str(out)}
+
+
+def _log_results(out: Path, report: Optional[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """The run's last lines: where its results are."""
+    from videogn.engine.trainer import BAD_VIDEO_LOG, BEST_CHECKPOINT
+
+    if summary["bad_videos"]:
+        logger.warning("%d bad video(s) were replaced during training (%d times): listed in %s",
+                       summary["bad_videos"], summary["bad_video_replacements"], out / BAD_VIDEO_LOG)
+    best = out / "checkpoints" / BEST_CHECKPOINT
+    if summary["best"] and best.is_file():
+        b = summary["best"]
+        logger.info("best checkpoint: %s (%s %.4f at step %d)", best, b["metric"], b["value"], b["step"])
+    if report is not None:
+        files = report.get("files", {})
+        logger.info("evaluation report: %s; confusion matrix: %s", out / files.get("report", "report.json"),
+                    out / files.get("confusion_matrix", "report_confusion_matrix.png"))
+    logger.info("run dir: %s (metrics.csv, checkpoints/, train.log)", out)
 
 
 main = hydra_entry("train", run)  # console script videogn-train
 
 if __name__ == "__main__":
+    from videogn.threads import ensure_passive_openmp
+
+    ensure_passive_openmp()  # torch is loaded by now (python -m imports the package): re-executes once
     main()

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from step_models import MiB, mem, small_gn_net
 
-from videogn.budget import BudgetRow, ClipShape, format_plan, plan_budget, save_plan
+from videogn.budget import BudgetRow, ClipShape, format_plan, measure_step_memory, plan_budget, save_plan
+from videogn.budget.memory import measure_step_time
+from videogn.budget.planner import format_checkpointing_plan, plan_checkpointing
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "plan_budget.py"
 
@@ -82,3 +84,54 @@ def test_cli_prints_and_saves_the_table(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         script.main(["--help"])
     assert exc.value.code == 0
+
+
+def test_activation_checkpointing_is_measured_as_the_trainer_runs_it():
+    # the same step, the blocks' and stem's activations recomputed instead of stored
+    full, blocks = (mem(8, 48, 4, activation_checkpointing=mode) for mode in ("full", "blocks"))
+    assert full < blocks < mem(8, 48, 4)
+    with pytest.raises(ValueError, match=r"needs a registered model name .*apply_activation_checkpointing inside"):
+        measure_step_memory(small_gn_net, 4, 16, 1, device="cpu", activation_checkpointing="full")
+    with pytest.raises(ValueError, match=r"activation_checkpointing must be one of .* got 'all'"):
+        measure_step_memory("i3d_tiny", 4, 16, 1, device="cpu", activation_checkpointing="all")
+
+
+def test_checkpointing_plan_gives_both_batch_sizes_and_the_time_cost():
+    budget = 24 * MiB
+    [row] = plan_checkpointing("i3d_tiny", "gn", [8], 48, budget, "cpu", num_classes=5, timing_reps=2)
+    [plain] = plan_budget("i3d_tiny", "gn", [8], 48, budget, "cpu", num_classes=5)
+    assert (row.batch_size, row.peak_bytes) == (plain.batch_size, plain.peak_bytes)
+    assert row.checked_batch_size > row.batch_size >= 1  # checkpointing fits more clips in the same bytes
+    assert row.checked_peak_bytes == mem(8, 48, row.checked_batch_size, activation_checkpointing="full") <= budget
+    assert mem(8, 48, row.checked_batch_size + 1, activation_checkpointing="full") > budget  # and it is the largest
+    assert row.timed_batch_size == row.batch_size
+    assert len(row.plain_seconds) == len(row.checked_seconds) == 2
+    lo, hi = row.time_ratio_range
+    assert lo <= row.time_ratio <= hi
+    table = format_checkpointing_plan([row])
+    assert f"| i3d_tiny | gn | 8 | 48 | 24.0 MiB | {row.batch_size} | {row.checked_batch_size} (full) |" in table
+    with pytest.raises(ValueError, match=r"activation_checkpointing must be 'blocks' or 'full', got 'none'"):
+        plan_checkpointing("i3d_tiny", "gn", [8], 48, budget, "cpu", activation_checkpointing="none")
+
+
+def test_step_time_is_taken_interleaved_for_both_modes():
+    t = measure_step_time("i3d_tiny", 4, 32, 1, num_classes=5, device="cpu", reps=3, activation_checkpointing="blocks")
+    assert (t.activation_checkpointing, len(t.plain_seconds), len(t.checked_seconds)) == ("blocks", 3, 3)
+    assert all(s > 0 for s in t.plain_seconds + t.checked_seconds)
+    assert t.ratio == sorted(t.ratios)[1]  # the median pair's ratio
+
+
+def test_cli_plans_with_and_without_checkpointing(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("plan_budget_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "plan.csv"
+    code = script.main(["--model", "i3d_tiny", "--frames", "4", "--crop-size", "32", "--budget", "16MiB",
+                        "--num-classes", "5", "--device", "cpu", "--activation-checkpointing", "--timing-reps", "1",
+                        "--out", str(out), "--quiet"])
+    assert code == 0
+    assert "| i3d_tiny | gn | 4 | 32 | 16.0 MiB |" in capsys.readouterr().out
+    with out.open() as f:
+        [rec] = list(csv.DictReader(f))
+    assert rec["activation_checkpointing"] == "full" and int(rec["checked_batch_size"]) >= int(rec["batch_size"])
+    assert len(json.loads(rec["plain_seconds"])) == 1 and float(rec["time_ratio"]) > 0

@@ -37,7 +37,7 @@ def test_batch_lr_scale_is_the_linear_rule():
 
 
 def test_fixed_is_one_shape_for_every_epoch():
-    sched = fixed(32, 8, 224)
+    sched = fixed(32, 224, 8)
     assert sched.shapes == (ClipShape(32, 224, 8),)
     assert sched.voxel_budget == 32 * 224 * 224 * 8
     assert sched.shapes_at(0) == sched.shapes_at(1000)
@@ -85,7 +85,7 @@ def test_schedule_rejects_a_shape_over_its_budget():
 
 
 def test_multigrid_cycles_at_constant_memory_with_linear_lr():
-    sched = multigrid(32, 8, 224, epochs=10)
+    sched = multigrid(32, 224, 8, epochs=10)
     budget = 32 * 224 * 224 * 8
     assert sched.voxel_budget == budget
     assert sum(st.epochs for st in sched.stages) == 10
@@ -110,26 +110,32 @@ def test_multigrid_cycles_at_constant_memory_with_linear_lr():
 
 
 def test_multigrid_options():
-    no_short = multigrid(16, 4, 112, epochs=4, short_cycle=())
+    no_short = multigrid(16, 112, 4, epochs=4, short_cycle=())
     assert all(len(st.shapes) == 1 for st in no_short.stages)
-    twice = multigrid(16, 4, 112, epochs=8, num_long_cycles=2)
+    twice = multigrid(16, 112, 4, epochs=8, num_long_cycles=2)
     assert len(twice.stages) == 8 and twice.stages[0].shapes == twice.stages[4].shapes
     with pytest.raises(ValueError, match=r"epochs=3 is fewer than the 4 long-cycle stages"):
-        multigrid(16, 4, 112, epochs=3)
+        multigrid(16, 112, 4, epochs=3)
     with pytest.raises(ValueError, match=r"long_cycle spatial factor .* got 1\.5"):
-        multigrid(16, 4, 112, epochs=4, long_cycle=[(1.0, 1.5)])
+        multigrid(16, 112, 4, epochs=4, long_cycle=[(1.0, 1.5)])
 
 
 def test_build_schedule_dispatches_and_names_bad_kind():
     assert set(SCHEDULES) == {"fixed", "constant_memory", "multigrid"}
-    assert build_schedule("fixed", num_frames=8, batch_size=4, crop_size=56).kind == "fixed"
-    cm = build_schedule("constant_memory", num_frames=8, batch_size=8, crop_size=56, lengths=[8, 16])
+    base = ClipShape(8, 56, 4)  # (T, S, B), the one order
+    assert build_schedule("fixed", base).shapes == (base,)
+    cm = build_schedule("constant_memory", ClipShape(8, 56, 8), lengths=[8, 16])
     assert [s.batch_size for s in cm.shapes] == [8, 4]
-    mg = build_schedule("multigrid", num_frames=8, batch_size=4, crop_size=56, epochs=4)
-    assert mg.kind == "multigrid"
-    with pytest.raises(ValueError, match="needs epochs"):
-        build_schedule("multigrid", num_frames=8, batch_size=4, crop_size=56)
+    assert build_schedule("multigrid", base, epochs=4) == multigrid(8, 56, 4, epochs=4)
+    with pytest.raises(ValueError, match=r"schedule 'multigrid' spreads its stages over the run's epochs: set trainer\.epochs"):
+        build_schedule("multigrid", base)
     with pytest.raises(ValueError, match=r"unknown clip-shape schedule 'cyclic'; valid names: constant_memory, fixed"):
-        build_schedule("cyclic", num_frames=8, batch_size=4, crop_size=56)
-    with pytest.raises(ValueError, match=r"unknown schedule option\(s\) \['lenghts'\]"):
-        build_schedule("constant_memory", num_frames=8, batch_size=8, crop_size=56, lenghts=[8])
+        build_schedule("cyclic", base)
+    with pytest.raises(ValueError, match=r"schedule 'constant_memory' has no option\(s\) \['lenghts'\]; "
+                                         r"its options: lengths, pairs, voxel_budget, order"):
+        build_schedule("constant_memory", base, lenghts=[8])
+    # an option of another schedule is refused by name, listing the chosen one's options
+    with pytest.raises(ValueError, match=r"schedule 'fixed' has no option\(s\) \['lengths'\]; its options: none"):
+        build_schedule("fixed", base, lengths=[8, 16])
+    with pytest.raises(ValueError, match=r"short_cycle factor must be a number in \(0, 1\], got 2"):
+        build_schedule("multigrid", base, epochs=4, short_cycle=[2])

@@ -16,6 +16,18 @@ import video_factory as vf  # noqa: E402
 GOOD_VIDEOS = vf.GOOD_VIDEOS
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test of a backend this machine cannot use (its ``backend`` parameter, or the ``torchcodec``
+    marker) skips with the reason, or fails where CI requires torchcodec (video_factory.require_backend)."""
+    names = {"torchcodec"} if item.get_closest_marker("torchcodec") else set()
+    callspec = getattr(item, "callspec", None)
+    param = callspec.params.get("backend") if callspec is not None else None
+    if isinstance(param, str) and param in vf.BACKENDS:
+        names.add(param)
+    for name in sorted(names):
+        vf.require_backend(name)
+
+
 def full_decode(path: Path) -> np.ndarray:
     """Reference: every frame of an in-order PyAV decode, RGB (T, H, W, 3)."""
     with av.open(str(path)) as c:

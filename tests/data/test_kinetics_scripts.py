@@ -174,3 +174,117 @@ def test_scan_cli(tmp_path, damaged_videos, good_videos):
     expected = {str(p) for k, p in damaged_videos.items() if k not in ("missing", "no_video_stream")}
     assert set(bad) == expected and summary["num_bad"] == len(expected)
     assert str(root / "src_good.mp4") not in bad and summary["num_videos"] == len(expected) + 2
+
+
+HEADER = "label,youtube_id,time_start,time_end,split\n"
+
+
+def _kinetics_folder(root: Path, video_factory) -> Path:
+    """$K/videos/{train,val}/<label>/<id>_...mp4 (two train videos, one val video per class) and the
+    official CSVs in $K/annotations."""
+    rows = {"train": [("run", "aaaaaaaaaaa"), ("run", "ccccccccccc"), ("swim", "bbbbbbbbbbb"), ("swim", "ddddddddddd")],
+            "validate": [("run", "eeeeeeeeeee"), ("swim", "fffffffffff")]}
+    for split, folder in (("train", "train"), ("validate", "val")):
+        for label, vid in rows[split]:
+            video_factory.make_video(root / "videos" / folder / label / f"{vid}_000000_000010.mp4", num_frames=8)
+        csv = root / "annotations" / f"{split}.csv"
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        csv.write_text(HEADER + "".join(f"{lab},{vid},0,10,{split}\n" for lab, vid in rows[split]))
+    return root
+
+
+def _datasets(compose, *overrides):
+    from videogn.config import validate
+    from videogn.engine.build import build_dataset, resolve_data
+
+    conf = validate(compose("train", "data=kinetics400", "data.num_workers=0", *overrides))
+    sources = resolve_data(conf.data)
+    train = build_dataset(conf.data, conf.budget, sources, "train", mode="train")
+    val = build_dataset(conf.data, conf.budget, sources, "val", mode="test", protocol=conf.eval)
+    return conf, train, val
+
+
+def test_build_index_output_works_with_the_run_config(tmp_path, video_factory, compose):
+    """The README's flow: build_index with each split's folder, then the CLI's data config on its
+    lists (default train_dir/val_dir) and its classes.json (data.class_index): every video found."""
+    k = _kinetics_folder(tmp_path / "k", video_factory)
+    main = _load("build_index").main
+    assert main(["--csv", str(k / "annotations" / "train.csv"), str(k / "annotations" / "validate.csv"),
+                 "--root", str(k / "videos" / "train"), str(k / "videos" / "val"), "--out", str(k / "index")]) == 0
+    assert read_list_file(k / "index" / "validate.txt") == [("run/eeeeeeeeeee_000000_000010.mp4", 0),
+                                                           ("swim/fffffffffff_000000_000010.mp4", 1)]
+    # classes.json in another order than the sorted labels: the run takes its order
+    (k / "classes.json").write_text(json.dumps({"swim": 0, "run": 1, "dive": 2}))
+    assert main(["--csv", str(k / "annotations" / "train.csv"), str(k / "annotations" / "validate.csv"),
+                 "--root", str(k / "videos" / "train"), str(k / "videos" / "val"), "--out", str(k / "index2"),
+                 "--class-index", str(k / "classes.json")]) == 0
+    _, train, val = _datasets(compose, f"data.root={k / 'videos'}", f"data.train_annotation={k / 'index2' / 'train.txt'}",
+                              f"data.val_annotation={k / 'index2' / 'validate.txt'}",
+                              f"data.class_index={k / 'index2' / 'classes.json'}")
+    assert (len(train), len(train.missing), len(val), len(val.missing)) == (4, 0, 2, 0)
+    assert train.classes == val.classes == ["swim", "run", "dive"]
+    assert [r.label_name for r in val.records] == ["run", "swim"] and all(r.path.is_file() for r in val.records)
+
+
+def test_build_index_with_one_root_needs_the_split_dirs_dot(tmp_path, video_factory, compose):
+    k = _kinetics_folder(tmp_path / "k", video_factory)
+    assert _load("build_index").main(["--csv", str(k / "annotations" / "train.csv"), str(k / "annotations" / "validate.csv"),
+                                      "--root", str(k / "videos"), "--out", str(k / "index")]) == 0
+    assert read_list_file(k / "index" / "validate.txt")[0] == ("val/run/eeeeeeeeeee_000000_000010.mp4", 0)
+    _, train, val = _datasets(compose, f"data.root={k / 'videos'}", "data.train_dir=.", "data.val_dir=.",
+                              f"data.train_annotation={k / 'index' / 'train.txt'}",
+                              f"data.val_annotation={k / 'index' / 'validate.txt'}")
+    assert (len(train), len(val), len(val.missing)) == (4, 2, 0)
+
+
+def test_build_index_refuses_a_root_count_that_does_not_pair(tmp_path, video_factory, capsys):
+    k = _kinetics_folder(tmp_path / "k", video_factory)
+    with pytest.raises(SystemExit) as e:
+        _load("build_index").main(["--csv", str(k / "annotations" / "train.csv"), str(k / "annotations" / "validate.csv"),
+                                   "--root", str(k), str(k), str(k), "--out", str(k / "index")])
+    assert e.value.code == 2 and "one video folder for every CSV or one for all" in capsys.readouterr().err
+
+
+def test_a_label_outside_data_class_index_names_file_and_row(tmp_path, video_factory, compose):
+    from videogn.data.annotations import AnnotationError
+
+    k = _kinetics_folder(tmp_path / "k", video_factory)
+    (k / "classes.json").write_text(json.dumps({"run": 0}))
+    with pytest.raises(AnnotationError, match=r"train\.csv:4: label 'swim' is not in the class index") as e:
+        _datasets(compose, f"data.root={k / 'videos'}", f"data.train_annotation={k / 'annotations' / 'train.csv'}",
+                  f"data.val_annotation={k / 'annotations' / 'validate.csv'}", f"data.class_index={k / 'classes.json'}")
+    assert "classes.json" in str(e.value) and "data.class_index" in str(e.value)
+
+
+def test_scan_report_excludes_videos_from_both_splits(tmp_path, video_factory, compose, monkeypatch, caplog):
+    """data.exclude takes scan.py's TSV as written (paths relative to the directory scan.py ran in)."""
+    import logging
+
+    k = _kinetics_folder(tmp_path / "k", video_factory)
+    bad_train = k / "videos" / "train" / "swim" / "bbbbbbbbbbb_000000_000010.mp4"
+    bad_val = k / "videos" / "val" / "run" / "eeeeeeeeeee_000000_000010.mp4"
+    bad_train.write_bytes(b"truncated")
+    bad_val.write_bytes(b"truncated")
+    monkeypatch.chdir(tmp_path)
+    assert _load("scan").main(["--root", "k/videos", "--out", "k/bad.tsv", "-j", "1"]) == 1
+    assert {line.split("\t")[0] for line in (k / "bad.tsv").read_text().splitlines()} == {
+        str(Path("k/videos") / bad_train.relative_to(k / "videos")), str(Path("k/videos") / bad_val.relative_to(k / "videos"))}
+    common = [f"data.root={k / 'videos'}", f"data.train_annotation={k / 'annotations' / 'train.csv'}",
+              f"data.val_annotation={k / 'annotations' / 'validate.csv'}"]
+    with caplog.at_level(logging.INFO, logger="videogn"):
+        _, train, val = _datasets(compose, *common, "data.exclude=k/bad.tsv")
+    assert (len(train), train.excluded, len(val), val.excluded) == (3, 1, 1, 1)
+    assert str(bad_train) not in {str(r.path) for r in train.records} and val.records[0].label_name == "swim"
+    lines = [r.getMessage() for r in caplog.records if "data.exclude" in r.getMessage()]
+    assert any("1 of the train split's videos left out" in m for m in lines), lines
+    _, train, val = _datasets(compose, *common)  # without it, both are samples again
+    assert (len(train), train.excluded, len(val)) == (4, 0, 2)
+
+
+def test_a_missing_exclude_list_is_a_config_error(tmp_path, video_factory, compose):
+    from videogn.config import ConfigError
+
+    k = _kinetics_folder(tmp_path / "k", video_factory)
+    with pytest.raises(ConfigError, match="data.exclude: exclude list .*nope.tsv.* not found"):
+        _datasets(compose, f"data.root={k / 'videos'}", f"data.train_annotation={k / 'annotations' / 'train.csv'}",
+                  f"data.val_annotation={k / 'annotations' / 'validate.csv'}", f"data.exclude=[{k / 'nope.tsv'}]")

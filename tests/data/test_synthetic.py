@@ -178,7 +178,7 @@ def test_tempo_spec_classes_cache_key_and_bad_task(tmp_path: Path) -> None:
     assert TEMPO.key() != dataclasses.replace(TEMPO, task="motion").key()
     # the motion task keeps the cache key it had before tasks existed (no regeneration for users)
     assert syn.SyntheticSpec().key() == "1a6d7a8bc424"
-    with pytest.raises(ValueError, match=r"task must be one of \['motion', 'tempo'\], got 'pan'"):
+    with pytest.raises(ValueError, match=r"task must be one of \['blink', 'motion', 'tempo'\], got 'pan'"):
         syn.SyntheticSpec(task="pan")
     with pytest.raises(ValueError, match="num_classes must be in"):
         syn.SyntheticSpec(task="tempo", num_classes=9)

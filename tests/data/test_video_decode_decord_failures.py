@@ -127,7 +127,7 @@ def test_auto_fallback_logs_once_per_cause(width_videos, monkeypatch, caplog):
     # PyAV refusing files sends auto to decord; decord failing too gives an error naming both
     monkeypatch.setattr(decode, "_LOGGED_FALLBACKS", set())
 
-    def pyav_fails(self, path, num_threads):
+    def pyav_fails(self, path, num_threads, device="cpu"):
         raise VideoDecodeError(path, f"simulated failure at byte {len(str(path))}", "pyav")
 
     monkeypatch.setattr(video_backends._PyAVBackend, "__init__", pyav_fails)

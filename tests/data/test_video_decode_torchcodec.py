@@ -1,22 +1,20 @@
 """The torchcodec backend (optional): frame-exact against a full PyAV decode where it reads a file,
-a named refusal where it cannot (no per-frame timestamps), the device argument checked.
+a named refusal where it cannot (no per-frame timestamps).
 
-tests/data/test_video_decode.py runs its exactness tests over every available backend, torchcodec
-included when it imports; this file states why they are skipped when it does not. NVDEC
-(``device="cuda"``) needs a GPU and torchcodec's CUDA build: not exercised here.
+Every test here carries the ``torchcodec`` marker: where torchcodec's native library does not load
+(FFmpeg's shared libraries missing) they skip, saying why, and with VIDEOGN_REQUIRE_TORCHCODEC=1
+(CI's step after installing FFmpeg) they fail instead (tests/data/conftest.py). What happens
+without the library is tested in test_video_decode_backends.py. NVDEC (``device="cuda"``) needs a
+GPU and torchcodec's CUDA build: not exercised here.
 """
 
 import numpy as np
 import pytest
 
 from videogn.data import VideoDecodeError, VideoReader, available_backends
-from videogn.data.video_backends import torchcodec_import_error
 from video_factory import GOOD_VIDEOS
 
-REASON = torchcodec_import_error()
-pytestmark = pytest.mark.skipif(
-    REASON is not None, reason=f"torchcodec does not import (pip install 'videogn[torchcodec]' and FFmpeg's "
-                               f"shared libraries, e.g. apt-get install ffmpeg): {REASON}")
+pytestmark = pytest.mark.torchcodec
 
 # containers without per-frame pts: torchcodec returned wrong frames there, so the backend refuses
 REFUSED = {"mpeg4_bframes.avi"}
@@ -47,7 +45,3 @@ def test_frames_equal_full_pyav_decode(good_videos, reference_frames, name):
             bad = [int(i) for k, i in enumerate(idx) if not np.array_equal(got[k].numpy(), ref[i])]
             assert not bad, f"{name}: wrong frames at {bad[:8]} for request {idx.tolist()}"
 
-
-def test_device_needs_torchcodec(good_videos):
-    with pytest.raises(ValueError, match="needs backend='torchcodec'"):
-        VideoReader(good_videos["h264_short.mp4"], backend="pyav", device="cuda")

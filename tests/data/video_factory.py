@@ -6,16 +6,42 @@ frames never look alike and a decoder that returns frame 25 for frame 30 is caug
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 from videogn.data.encode import write_video
+from videogn.data.video_backends import AUTO_ORDER, BACKENDS
 
 # how a decord reader that refuses a file says why (video_backends.py, _DecordBackend._check_first_read)
 DECORD_REFUSALS = ("cannot read frames", "decoded frames have shape")
+
+# CI's second step sets it, after installing FFmpeg: there a torchcodec test that skips means a
+# broken install, so it fails instead
+REQUIRE_TORCHCODEC_ENV = "VIDEOGN_REQUIRE_TORCHCODEC"
+
+
+def backend_params(*extra: str) -> list:
+    """Every registered backend as a ``backend`` parameter (the auto order first), plus ``extra``.
+    torchcodec's carries the ``torchcodec`` marker (CI selects those with ``-m torchcodec``); an
+    unavailable backend's cases skip, saying why (conftest.py calls :func:`require_backend`)."""
+    names = [*AUTO_ORDER, *(n for n in BACKENDS if n not in AUTO_ORDER)]
+    return [pytest.param(n, marks=pytest.mark.torchcodec) if n == "torchcodec" else n for n in names] + list(extra)
+
+
+def require_backend(name: str) -> None:
+    """Skip the running test when backend ``name`` cannot be used on this machine, with the reason;
+    for torchcodec with ``VIDEOGN_REQUIRE_TORCHCODEC=1``, fail instead."""
+    why = BACKENDS.get(name).unavailable_reason()
+    if why is None:
+        return
+    if name == "torchcodec" and os.environ.get(REQUIRE_TORCHCODEC_ENV) == "1":
+        pytest.fail(f"{REQUIRE_TORCHCODEC_ENV}=1 but the torchcodec backend is unavailable: {why}", pytrace=False)
+    pytest.skip(f"{name} backend unavailable: {why}")
 
 
 def pattern_frames(num_frames: int, height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:

@@ -156,11 +156,14 @@ def test_multigrid_training_varies_shapes_without_rebuilding(compose_train, tmp_
     assert trainer.unwrapped_model is model
 
 
-@pytest.mark.parametrize("budget", ["constant_memory", "multigrid"])
-def test_two_ranks_get_the_same_shape_at_every_step(compose_train, budget: str) -> None:
+@pytest.mark.parametrize(
+    "budget, options",  # each schedule takes only its own options
+    [("constant_memory", ["budget.lengths=[2,4]"]),
+     ("multigrid", ["budget.long_cycle=[[0.5,0.5],[1.0,1.0]]", "budget.short_cycle=[0.5]"])],
+)
+def test_two_ranks_get_the_same_shape_at_every_step(compose_train, budget: str, options: list[str]) -> None:
     conf = validate(compose_train(
-        f"budget={budget}", "budget.num_frames=4", "budget.batch_size=2", "budget.stride=2",
-        "budget.lengths=[2,4]", "budget.long_cycle=[[0.5,0.5],[1.0,1.0]]", "budget.short_cycle=[0.5]",
+        f"budget={budget}", "budget.num_frames=4", "budget.batch_size=2", "budget.stride=2", *options,
         "data.synthetic.train_per_class=8", "trainer.max_steps=null", "trainer.epochs=2",
     ))
     sources = resolve_data(conf.data)

@@ -5,6 +5,7 @@ what differs from the schema's defaults."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import typing
 from typing import Any
 
@@ -76,7 +77,8 @@ def test_paper_rows_carry_the_recipe(experiment: str, norm: str, frames: int, st
     assert (o.lr, o.reference_batch_size, o.momentum, o.nesterov, o.weight_decay, o.norm_weight_decay) == (
         0.01, 64, 0.9, True, 1e-4, 0.0)
     assert (s.name, list(s.milestones), s.gamma, conf.trainer.max_steps) == ("step", [0.375, 0.75], 0.1, 400000)
-    assert (list(d.train_scale), d.crop_size, d.flip, d.test_scale, d.num_clips, d.num_crops) == (
+    e = conf.eval
+    assert (list(d.train_scale), d.crop_size, d.flip, e.test_scale, e.num_clips, e.num_crops) == (
         [256, 320], 224, True, 256, 10, 3)
     assert conf.name == experiment and conf.trainer.precision == "bf16"
 
@@ -87,10 +89,11 @@ def test_kinetics_paths_are_required() -> None:
 
 
 def test_eval_config_composes() -> None:
-    conf = validate(_compose("eval", ["checkpoint=/tmp/x.pt", "num_clips=10", "num_crops=3"]))
-    assert isinstance(conf, EvalConfig) and (conf.num_clips, conf.num_crops, conf.data) == (10, 3, None)
+    conf = validate(_compose("eval", ["checkpoint=/tmp/x.pt", "eval.num_clips=10", "eval.num_crops=3"]))
+    assert isinstance(conf, EvalConfig) and (conf.eval.num_clips, conf.eval.num_crops, conf.eval.test_scale) == (10, 3, None)
+    assert conf.data.root is None  # every data field not given: the checkpoint's
     conf = validate(_compose("eval", ["checkpoint=/tmp/x.pt", "data=kinetics400"] + KINETICS_PATHS))
-    assert conf.data is not None and conf.data.name == "kinetics"
+    assert conf.data.name == "kinetics"
 
 
 def test_eval_checkpoint_is_required() -> None:
@@ -110,7 +113,7 @@ def test_eval_checkpoint_is_required() -> None:
         ("budget.batch_size=0", "budget.batch_size"),
         ("data.backend=ffmpeg", "data.backend"),
         ("data.num_workers=many", "data.num_workers"),
-        ("data.num_crops=2", "data.num_crops"),
+        ("eval.num_crops=2", "eval.num_crops"),
         ("data.train_scale=[320,256]", "data.train_scale"),
         ("sched.milestones=[0.8,0.2]", "sched.milestones"),
         ("sched.name=linear", "sched.name"),
@@ -181,9 +184,11 @@ def test_valid_command_lines_pass_the_check(args: list[str]) -> None:
 
 
 def test_eval_keys_are_checked_against_the_eval_schema() -> None:
-    check_overrides(["checkpoint=x.pt", "num_clips=3", "data=kinetics400", "data.root=/x"], EvalConfig)
-    with pytest.raises(ConfigError, match="num_clip is not a config key; did you mean num_clips"):
-        check_overrides(["num_clip=3"], EvalConfig)
+    check_overrides(["checkpoint=x.pt", "eval.num_clips=3", "data=kinetics400", "data.root=/x"], EvalConfig)
+    with pytest.raises(ConfigError, match="eval.num_clip is not a config key; did you mean eval.num_clips"):
+        check_overrides(["eval.num_clip=3"], EvalConfig)
+    with pytest.raises(ConfigError, match="data.rooot is not a config key; did you mean data.root"):
+        check_overrides(["data.rooot=/x"], EvalConfig)
     with pytest.raises(ConfigError, match="did you mean checkpoint"):
         validate(_compose("eval", ["checkpoint=x.pt", "+checkpont=y.pt"]))
 
@@ -198,21 +203,26 @@ def _redundant(values: Any, defaults: Any, prefix: str = "") -> list[str]:
         return [prefix.rstrip(".")] if values == defaults else []
     out = []
     for key, value in values.items():
-        if key in defaults and key != "defaults":
+        # a group file's top-level ``name`` says what it selects, even when that is the default
+        if key in defaults and key != "defaults" and not (prefix == "" and key == "name"):
             out += _redundant(value, defaults[key], f"{prefix}{key}.")
     return out
 
 
-# configs/budget and configs/model are being edited elsewhere; they join this rule when cleaned.
-RULE_GROUPS = ("norm", "data", "optim", "sched", "trainer")
+RULE_GROUPS = ("model", "norm", "data", "budget", "optim", "sched", "trainer")
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in RULE_GROUPS for o in _options(g)])
 def test_group_files_state_only_what_differs_from_the_schema(group: str, option: str) -> None:
-    """The config rule (README, "Configs"): a value is said once, in the schema unless a file changes it."""
-    node = typing.get_type_hints(TrainConfig)[group]
-    defaults = _schema_defaults(node)
-    values = yaml.safe_load((config_dir() / group / f"{option}.yaml").read_text()) or {}
+    """The config rule (README, "Configs"): a value is said once, in the library (the schema takes
+    its defaults from it) unless a file changes it."""
+    text = (config_dir() / group / f"{option}.yaml").read_text()
+    values = yaml.safe_load(text) or {}
+    if "# @package _global_" in text:  # it sets other sections too: compare with the whole schema
+        defaults = _schema_defaults(TrainConfig)
+        assert set(values) <= set(defaults), f"configs/{group}/{option}.yaml: unknown sections {set(values) - set(defaults)}"
+    else:
+        defaults = _schema_defaults(typing.get_type_hints(TrainConfig)[group])
     assert _redundant(values, defaults) == [], f"configs/{group}/{option}.yaml repeats the schema's defaults"
 
 
@@ -253,11 +263,69 @@ def test_bad_types_and_keys_fail_at_composition(override: str, named: str) -> No
     assert named in text
 
 
-def test_synthetic_config_mirrors_the_dataset_spec():
-    """data.synthetic repeats SyntheticSpec's fields for Hydra (no YAML repeats them); they must not drift apart."""
+def test_data_synthetic_is_the_dataset_spec() -> None:
+    """data.synthetic has SyntheticSpec's keys and defaults (derived from it) and builds the spec the
+    dataset is generated from; a bad value is named as the config key."""
     from videogn.config.schema import SyntheticConfig
-    from videogn.data.synthetic import SyntheticSpec
+    from videogn.defaults import SyntheticSpec
 
-    spec = {f.name: f.default for f in dataclasses.fields(SyntheticSpec)}
-    config = {f.name: f.default for f in dataclasses.fields(SyntheticConfig) if f.name != "cache_dir"}
-    assert config == spec
+    keys = [f.name for f in dataclasses.fields(SyntheticConfig)]
+    assert keys == [f.name for f in dataclasses.fields(SyntheticSpec)] + ["cache_dir"]
+    assert SyntheticConfig().to_spec() == SyntheticSpec()
+    conf = validate(_compose("train", ["data.synthetic.num_distractors=2", "data.synthetic.task=tempo"]))
+    assert conf.data.synthetic.to_spec() == SyntheticSpec(num_distractors=2, task="tempo")
+    with pytest.raises(ConfigError, match=r"data\.synthetic\.fps must be an integer >= 1, got 0"):
+        validate(_compose("train", ["data.synthetic.fps=0"]))
+
+
+def test_the_schema_takes_its_defaults_from_the_library() -> None:
+    from videogn.budget import DEFAULT_LENGTHS, DEFAULT_LONG_CYCLE, DEFAULT_SHORT_CYCLE
+    from videogn.config.schema import BudgetConfig, DataConfig
+    from videogn.data import KINETICS_MEAN, KINETICS_STD, KineticsDataset
+    from videogn.data.annotations import DEFAULT_FILENAME_PATTERN
+
+    data, budget = DataConfig(), BudgetConfig()
+    assert (tuple(data.mean), tuple(data.std)) == (KINETICS_MEAN, KINETICS_STD)
+    assert data.filename_pattern == DEFAULT_FILENAME_PATTERN
+    assert inspect.signature(KineticsDataset).parameters["filename_pattern"].default == data.filename_pattern
+    assert tuple(budget.lengths) == DEFAULT_LENGTHS and tuple(budget.short_cycle) == DEFAULT_SHORT_CYCLE
+    assert [tuple(p) for p in budget.long_cycle] == list(DEFAULT_LONG_CYCLE)
+
+
+def test_importing_the_config_does_not_import_the_data_package() -> None:
+    """videogn.data loads every video decoder; the schema takes its defaults from leaf modules."""
+    import subprocess
+    import sys
+
+    code = "import sys, videogn.config; print(sorted(m for m in sys.modules if m.startswith('videogn.data')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_schedule_has_a_budget_yaml() -> None:
+    """A new schedule is a registered builder plus a YAML in configs/budget/ that selects it."""
+    from videogn.budget import SCHEDULES
+
+    chosen = {validate(_compose("train", [f"budget={o}"])).budget.schedule for o in _options("budget")}
+    assert set(SCHEDULES.names()) <= chosen, f"no configs/budget/*.yaml selects {set(SCHEDULES.names()) - chosen}"
+
+
+@pytest.mark.parametrize(
+    "overrides,named",
+    [
+        (["budget.lengths=[4,8]"], r"budget\.lengths is not an option of budget\.schedule='fixed' \(its options: none\)"),
+        (["budget=constant_memory", "budget.num_long_cycles=2"],
+         r"budget\.num_long_cycles is not an option of budget\.schedule='constant_memory' \(its options: "
+         r"budget\.lengths, budget\.pairs, budget\.voxel_budget, budget\.order\)"),
+        (["budget=multigrid", "budget.order=random"], r"budget\.order is not an option of budget\.schedule='multigrid'"),
+    ],
+)
+def test_an_option_the_schedule_does_not_have_is_refused(overrides: list[str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        validate(_compose("train", overrides))
+
+
+def test_the_budget_shape_must_be_given() -> None:
+    """No default clip shape fits every budget: each budget file states T and B (``???`` in the schema)."""
+    with pytest.raises(ConfigError, match=r"budget\.num_frames must be given \(it is '\?\?\?' in the config\)"):
+        validate(OmegaConf.structured(TrainConfig))

@@ -3,6 +3,7 @@ and evaluation shards the videos and gathers every prediction."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -26,7 +27,7 @@ def _worker(rank: int, world: int, port: int, conf, tmp: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from videogn.engine.distributed import init_distributed, shutdown_distributed
-    from videogn.engine.evaluator import evaluate_split
+    from videogn.engine.evaluator import EvalOptions, evaluate_split
     from videogn.engine.trainer import Trainer
 
     info = init_distributed("cpu", "gloo")
@@ -34,10 +35,11 @@ def _worker(rank: int, world: int, port: int, conf, tmp: str) -> None:
         # each rank gets its own output dir, so any file a non-zero rank wrote would show up
         trainer = Trainer(conf, Path(tmp) / f"out_rank{rank}", info)
         trainer.fit()
-        report = evaluate_split(trainer.unwrapped_model, conf, trainer.sources, trainer.class_names, batch_size=2, dist_info=info)
+        # both ranks write their predictions into one run dir (as under torchrun); rank 0 merges them
+        report = evaluate_split(trainer.evaluation_target(), EvalOptions(dist_info=info, output_dir=Path(tmp) / "eval")).report
         torch.save(
             {"model": trainer.unwrapped_model.state_dict(), "top1": report["top1"], "n": report["num_videos"],
-             "labels": [p["label"] for p in report["predictions"]]},
+             "labels": [p["label"] for p in report["predictions"]], "classes": report["classes"]},
             Path(tmp) / f"result_rank{rank}.pt",
         )
     finally:
@@ -56,8 +58,11 @@ def test_two_process_gloo_training(compose_train, tmp_path: Path) -> None:
     for k, v in r0["model"].items():
         assert torch.equal(v, r1["model"][k]), f"ranks disagree on {k}"
     assert r0["n"] == r1["n"] == 6 and r0["top1"] == r1["top1"]  # every rank sees the gathered result
-    assert r0["labels"] == [0, 1, 2, 0, 1, 2]  # gathered back into dataset order (classes interleave)
+    assert r0["labels"] == [r0["classes"][i] for i in (0, 1, 2, 0, 1, 2)]  # gathered back into dataset order
     assert not (tmp_path / "out_rank1").exists()  # rank 1 wrote nothing
+    lines = [json.loads(x) for x in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert [x["index"] for x in lines] == list(range(6)) and [x["label"] for x in lines] == r0["labels"]
+    assert sorted(p.name for p in (tmp_path / "eval").glob("predictions*")) == ["predictions.jsonl"]  # shards merged
     out0 = tmp_path / "out_rank0"
     assert (out0 / "metrics.csv").is_file() and (out0 / "checkpoints" / "step_000000004.pt").is_file()
     state = torch.load(out0 / "checkpoints" / "step_000000004.pt", weights_only=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from videogn.engine.checkpoint import list_checkpoints
+from videogn.checkpoint import list_checkpoints
 
 from train_processes import DRIVER, WAIT_S, finish, free_port, start, steps_logged, wait_for_steps, write_config
 

@@ -1,4 +1,5 @@
-"""Metrics on cases with a known answer; unreadable videos count as misses in the headline."""
+"""Metrics on cases with a known answer; unreadable videos count as misses in the headline; the
+held-out loss; the confusion-matrix figure the report and TensorBoard share."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import math
 import pytest
 import torch
 
-from videogn.engine.metrics import classification_metrics, confusion_matrix
+from videogn.engine.metrics import (
+    classification_metrics, confusion_matrix, confusion_matrix_figure, mean_cross_entropy, save_confusion_matrix,
+)
 
 NAMES = ["a", "b", "c"]
 
@@ -59,3 +62,24 @@ def test_confusion_matrix_rows_true_cols_pred() -> None:
 def test_bad_shapes_are_named() -> None:
     with pytest.raises(ValueError, match="class_names"):
         classification_metrics(torch.zeros(2, 3), torch.tensor([0, 1]), torch.ones(2, dtype=torch.bool), ["a"])
+
+
+def test_mean_cross_entropy_over_readable_videos() -> None:
+    scores = torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 2, 1])
+    valid = torch.tensor([True, True, False])  # the unreadable row (all zeros) is left out
+    assert mean_cross_entropy(scores, labels, valid) == pytest.approx((-math.log(0.5) - math.log(0.1)) / 2)
+    assert math.isnan(mean_cross_entropy(scores, labels, torch.zeros(3, dtype=torch.bool)))
+    # a probability that underflowed to 0 is bounded, not an infinite mean
+    assert mean_cross_entropy(torch.tensor([[1.0, 0.0]]), torch.tensor([1]), torch.tensor([True])) == pytest.approx(
+        -math.log(1e-12))
+
+
+def test_confusion_matrix_figure_and_png(tmp_path) -> None:
+    fig = confusion_matrix_figure([[2, 0], [1, 1]], ["a", "b"], title="t")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"] and ax.get_title() == "t"
+    image = ax.images[0].get_array()
+    assert image[1, 0] == pytest.approx(0.5) and image[0, 0] == pytest.approx(1.0)  # rows normalised
+    png = save_confusion_matrix([[2, 0], [1, 1]], ["a", "b"], tmp_path / "sub" / "cm.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"

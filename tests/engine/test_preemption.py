@@ -12,7 +12,7 @@ import pytest
 import torch
 from train_processes import WAIT_S, finish, free_port, start, steps_logged, wait_for_steps, write_config
 
-from videogn.engine.checkpoint import list_checkpoints
+from videogn.checkpoint import list_checkpoints
 from videogn.engine.preemption import EXIT_PREEMPTED
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])

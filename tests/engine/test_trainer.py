@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from videogn.config import validate
-from videogn.engine.checkpoint import list_checkpoints, load_checkpoint
+from videogn.checkpoint import list_checkpoints, load_checkpoint
 from videogn.engine.evaluator import evaluate_split
 from videogn.engine.trainer import NonFiniteLossError, Trainer
 
@@ -95,7 +96,7 @@ def test_persistent_nonfinite_loss_aborts(compose_train, tmp_path: Path) -> None
         trainer.fit()
 
 
-def test_damaged_videos_train_to_the_end_and_are_reported(compose_train, tmp_path: Path) -> None:
+def test_damaged_videos_train_to_the_end_and_are_reported(compose_train, tmp_path: Path, caplog) -> None:
     cache = tmp_path / "cache"
     conf = validate(compose_train("trainer.max_steps=8", f"data.synthetic.cache_dir={cache}", "data.synthetic.seed=7"))
     from videogn.engine.build import resolve_data
@@ -106,17 +107,55 @@ def test_damaged_videos_train_to_the_end_and_are_reported(compose_train, tmp_pat
     for p in [*damaged_train, damaged_val]:
         p.write_bytes(b"not a video" * 10)
     trainer = Trainer(conf, tmp_path / "run")
-    summary = trainer.fit()
-    assert summary["steps"] == 8 and summary["bad_videos"] >= 2  # every clip is drawn once per epoch
-    logged = (tmp_path / "run" / "bad_videos.log").read_text()
-    assert all(str(p) in logged for p in damaged_train)
-    report = evaluate_split(trainer.unwrapped_model, conf, trainer.sources, trainer.class_names, batch_size=2)
+    with caplog.at_level(logging.WARNING, logger="videogn"):
+        summary = trainer.fit()
+    # every clip is drawn once per epoch (8 steps: more than one epoch): each bad video at least once
+    assert summary["steps"] == 8 and summary["bad_videos"] == 2 and summary["bad_video_replacements"] >= 2
+    logged = (tmp_path / "run" / "bad_videos.log").read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in logged) == sorted(map(str, damaged_train))
+    assert all(line.split("\t")[1] for line in logged)  # the cause
+    # announced once per video, with its path and cause, however often it was drawn
+    announced = [r.getMessage() for r in caplog.records if "bad video" in r.getMessage()]
+    assert len(announced) == 2 and all(any(str(p) in m for m in announced) for p in damaged_train)
+    assert all("not a readable media file" in m for m in announced)
+    report = evaluate_split(trainer.evaluation_target()).report
     assert report["num_videos"] == 6 and report["num_unreadable"] == 1 and report["num_readable"] == 5
     assert report["unreadable"][0]["path"] == str(damaged_val) and report["unreadable"][0]["error"]
     preds = report["predictions"]
     hits = sum(p["valid"] and p["top5"][0] == p["label"] for p in preds)
     assert report["top1"] == pytest.approx(hits / 6)  # unreadable = miss in the headline
     assert report["readable"]["top1"] == pytest.approx(hits / 5)
+
+
+def test_bad_videos_met_in_loader_workers_are_announced_without_decoder_noise(
+    compose_train, tmp_path: Path, capfd, caplog
+) -> None:
+    # backend=auto tries decord after PyAV; decord's C++ prints "video_reader.cc:86: ERROR opening"
+    # on fd 2 of the worker process for a file that is no video
+    cache = tmp_path / "cache"
+    conf = validate(compose_train("trainer.max_steps=6", "trainer.checkpoint_every=100", "data.num_workers=1",
+                                  "data.backend=auto", f"data.synthetic.cache_dir={cache}", "data.synthetic.seed=7"))
+    from videogn.engine.build import resolve_data
+
+    damaged = sorted(resolve_data(conf.data).train_root.glob("*.mp4"))[0]
+    damaged.write_bytes(b"not a video" * 10)
+    with caplog.at_level(logging.WARNING, logger="videogn"):
+        summary = Trainer(conf, tmp_path / "run").fit()  # one epoch: the damaged video is drawn once
+    assert summary["bad_videos"] == 1
+    announced = [r.getMessage() for r in caplog.records if "bad video" in r.getMessage()]
+    assert len(announced) == 1 and str(damaged) in announced[0] and "decord" in announced[0]
+    err = capfd.readouterr().err
+    assert "video_reader.cc" not in err and "ERROR opening" not in err
+
+
+def test_metrics_csv_has_each_steps_clip_shape(compose_train, tmp_path: Path, caplog) -> None:
+    conf = validate(compose_train("trainer.max_steps=2", "trainer.checkpoint_every=100"))
+    with caplog.at_level(logging.INFO, logger="videogn"):
+        Trainer(conf, tmp_path).fit()
+    rows = _rows(tmp_path)
+    # experiment=tiny: 4-frame clips, 28x28 crops, 2 clips per batch
+    assert [(r["T"], r["S"], r["B"]) for r in rows] == [("4", "28", "2")] * 2
+    assert any("T=4 S=28 B=2" in r.getMessage() for r in caplog.records if r.getMessage().startswith("step 2/2"))
 
 
 def test_checkpoint_config_rebuilds_the_model(compose_train, tmp_path: Path) -> None:
@@ -141,13 +180,13 @@ def test_kinetics_config_path_on_a_kinetics_layout(compose_train, tmp_path: Path
     conf = validate(compose_train(
         "data=kinetics400", f"data.root={sources.train_root.parent}", f"data.train_annotation={ann / 'train.csv'}",
         f"data.val_annotation={ann / 'validate.csv'}", "data.train_scale=[32,36]", "data.crop_size=28",
-        "data.test_scale=32", "data.num_clips=2", "data.num_crops=3", "data.num_workers=0", "trainer=debug",
+        "eval.test_scale=32", "eval.num_clips=2", "eval.num_crops=3", "data.num_workers=0", "trainer=debug",
         "trainer.max_steps=2", "budget.num_frames=4", "budget.batch_size=2", tiny=False,
     ))
     trainer = Trainer(conf, tmp_path / "run")
     assert trainer.class_names == sorted(["move_right", "move_left", "move_down"])  # from the CSV labels
     trainer.fit()
-    report = evaluate_split(trainer.unwrapped_model, conf, trainer.sources, trainer.class_names, batch_size=2)
+    report = evaluate_split(trainer.evaluation_target()).report
     assert report["num_videos"] == 6 and report["protocol"]["views_per_video"] == 6
     assert report["protocol"]["crop_size"] == 32  # fully convolutional test crops of test_scale
 

@@ -61,11 +61,36 @@ def test_non_divisible_channels_use_largest_divisor_not_above_request(caplog):
     torch.testing.assert_close(norm(x), F.group_norm(x, 15, norm.weight, norm.bias))
 
 
+@pytest.mark.parametrize(
+    "channels, groups",
+    [(24, 12), (45, 15), (1, 1), (2, 1), (3, 1), (16, 8), (32, 16), (64, 32), (96, 32), (921, 3)],
+)
+def test_default_groups_keep_at_least_two_channels_per_group_where_c_allows(channels, groups):
+    # One rule for the bare layer, the norm registry and the model zoo (create_model(..., norm="gn"))
+    assert resolve_num_groups(channels) == groups
+    norm = GroupNorm3d(channels)
+    assert norm.num_groups == groups and norm.requested_num_groups == 32
+    assert channels // groups >= min(2, channels)
+
+
+def test_explicit_groups_that_divide_c_are_used_as_given():
+    assert GroupNorm3d(24, num_groups=24).num_groups == 24       # 1 channel per group, as asked
+    assert GroupNorm3d(32, num_groups=32).num_groups == 32
+    assert GroupNorm3d(24, group_size=1).num_groups == 24
+    assert GroupNorm3d(32, strict=True).num_groups == 32         # strict: exactly the (default) request
+    assert GroupNorm3d(24, num_groups=32).num_groups == 12       # not a divisor: the rule
+    assert resolve_num_groups(24, 32) == resolve_num_groups(24) == 12
+    with pytest.raises(ValueError, match="num_groups or group_size, not both"):
+        GroupNorm3d(64, num_groups=8, group_size=16)
+
+
 def test_strict_raises_on_non_divisible_channels():
     with pytest.raises(ValueError, match="num_groups=32 does not divide num_channels=45"):
         GroupNorm3d(45, strict=True)
     with pytest.raises(ValueError, match="group_size=16"):
         GroupNorm3d(45, group_size=16, strict=True)
+    with pytest.raises(ValueError, match="num_groups=32 does not divide num_channels=24"):
+        GroupNorm3d(24, strict=True)
 
 
 @pytest.mark.parametrize(
@@ -204,7 +229,7 @@ def test_partial_is_a_channel_first_norm_layer():
 def test_default_groups_on_few_channels_never_swaps_arguments():
     # C=16 with the default G=32 is C=16 (groups capped at 16), not nn.GroupNorm's (G=16, C=32).
     norm = GroupNorm3d(16)
-    assert (norm.num_channels, norm.num_groups) == (16, 16)
+    assert (norm.num_channels, norm.num_groups) == (16, 8)  # at least 2 channels per group
     assert GroupNorm3d(num_features=8, num_groups=32).num_channels == 8
 
 
@@ -216,10 +241,23 @@ def test_keyword_groups_are_never_read_as_nn_groupnorm_order():
     for build in (lambda: GroupNorm3d(16, num_groups=32), lambda: functools.partial(GroupNorm3d, num_groups=32)(16),
                   lambda: GroupNorm3d(num_channels=16, num_groups=32)):
         norm = build()
-        assert (norm.num_channels, norm.num_groups, norm.requested_num_groups) == (16, 16, 32)
+        assert (norm.num_channels, norm.num_groups, norm.requested_num_groups) == (16, 8, 32)
         assert norm(torch.randn(2, 16, 2, 3, 3)).shape == (2, 16, 2, 3, 3)
     assert (GroupNorm3d(16, 32).num_channels, GroupNorm3d(16, 32).num_groups) == (32, 16)  # positional: nn.GroupNorm's
     with pytest.raises(TypeError, match="by position or by keyword"):
         GroupNorm3d(64, 8, num_groups=4)
     with pytest.raises(ValueError, match="disagree"):
         GroupNorm3d(64, num_channels=32)
+
+
+@pytest.mark.parametrize("name", ["r2plus1d_18", "x3d_s"])
+def test_the_model_zoo_follows_the_same_rule(name):
+    from videogn.models import create_model
+
+    with torch.device("meta"):  # shapes only
+        model = create_model(name, 10)
+    norms = [m for m in model.modules() if isinstance(m, GroupNorm3d)]
+    assert norms and all(m.num_groups == resolve_num_groups(m.num_channels) for m in norms)
+    assert all(m.num_channels // m.num_groups >= 2 for m in norms)
+    if name == "r2plus1d_18":
+        assert {45, 144, 230, 460, 921} <= {m.num_channels for m in norms}

@@ -18,7 +18,16 @@ from videogn import (
     standardize_convs,
     zero_init_last_norm,
 )
-from videogn.layers import format_norm_report, last_norm_of_block
+from videogn.layers import (
+    NORMS,
+    TORCH_NORMS,
+    NormEntry,
+    format_norm_report,
+    last_norm_of_block,
+    norm_weight_decay,
+    register_norm,
+)
+from videogn.optim import norm_and_bias_parameters
 
 
 @pytest.mark.parametrize(
@@ -55,6 +64,78 @@ def test_unknown_norm_lists_the_valid_names():
         create_norm(3, 64)
     with pytest.raises(ValueError, match='"in" fixes num_groups'):
         create_norm("in", 64, num_groups=4)
+
+
+def _decayed(model: nn.Module, module: nn.Module) -> dict[str, bool]:
+    """Whether the optimizer decays each of ``module``'s own parameters inside ``model``."""
+    no_decay = norm_and_bias_parameters(model)
+    return {name: id(p) not in no_decay for name, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("name", NORMS.names())
+def test_every_registered_norm_declares_weight_decay_and_the_optimizer_follows(name):
+    entry = NORMS.get(name)
+    assert isinstance(entry, NormEntry) and isinstance(entry.weight_decay, bool)
+    norm = create_norm(name, 8)
+    assert isinstance(norm, entry.modules)  # the entry names what its factory builds
+    assert norm_weight_decay(norm) is entry.weight_decay
+    model = nn.Sequential(nn.Conv3d(3, 8, 1, bias=False), norm)
+    assert _decayed(model, model[0]) == {"weight": True}
+    assert _decayed(model, norm) == {n: entry.weight_decay and n != "bias" for n, _ in norm.named_parameters()}
+
+
+def test_a_norm_that_declares_weight_decay_gets_it(monkeypatch):
+    class DecayedNorm(nn.GroupNorm):
+        def __init__(self, num_channels: int) -> None:
+            super().__init__(2, num_channels)
+
+    # registered for this test only (NORMS has no unregister)
+    monkeypatch.setitem(NORMS._entries, "decayed_norm", NormEntry(DecayedNorm, True, (DecayedNorm,)))
+    norm = create_norm("decayed_norm", 8)
+    model = nn.Sequential(nn.Conv3d(3, 8, 1, bias=False), norm)
+    assert _decayed(model, norm) == {"weight": True, "bias": False}  # biases never decay
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda: nn.BatchNorm1d(4), lambda: nn.BatchNorm2d(4), lambda: nn.BatchNorm3d(4), lambda: nn.SyncBatchNorm(4),
+     lambda: nn.GroupNorm(2, 4), lambda: nn.LayerNorm(4), lambda: nn.InstanceNorm3d(4, affine=True),
+     lambda: nn.InstanceNorm2d(4, affine=True), lambda: nn.LocalResponseNorm(2)],
+)
+def test_torchs_own_norms_in_foreign_models_are_declared(build):
+    norm = build()
+    assert norm_weight_decay(norm) is False
+    model = nn.Sequential(nn.Linear(4, 4), norm)
+    expected = {} if isinstance(norm, nn.LocalResponseNorm) else {"weight": False, "bias": False}
+    assert _decayed(model, norm) == expected
+    assert _decayed(model, model[0]) == {"weight": True, "bias": False}
+
+
+def test_torch_norm_subclasses_inherit_the_declaration():
+    class LayerNorm2d(nn.LayerNorm):  # as timm defines it
+        pass
+
+    for norm in (LayerNorm2d(4), nn.LazyBatchNorm3d(), nn.LazyInstanceNorm3d(), nn.CrossMapLRN2d(3)):
+        assert norm_weight_decay(norm) is False, type(norm).__name__
+    assert norm_weight_decay(nn.Conv3d(1, 1, 1)) is None and nn.GroupNorm in TORCH_NORMS
+
+
+def test_registering_a_norm_without_declaring_weight_decay_fails():
+    class MyNorm(nn.GroupNorm):
+        def __init__(self, num_channels: int) -> None:
+            super().__init__(1, num_channels)
+
+    with pytest.raises(TypeError, match="must declare whether its parameters take weight decay"):
+        NORMS.register("my_norm", MyNorm)   # the bare factory, as norms were registered before
+    with pytest.raises(TypeError, match="weight_decay"):
+        register_norm("my_norm", MyNorm)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="modules="):
+        register_norm("my_norm", lambda c: MyNorm(c), weight_decay=False)  # a function: which classes?
+    with pytest.raises(TypeError, match="weight_decay must be True or False"):
+        register_norm("my_norm", MyNorm, weight_decay=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="already declared weight_decay=False"):
+        register_norm("my_gn", GroupNorm3d, weight_decay=True)  # one class, one declaration
+    assert "my_norm" not in NORMS and "my_gn" not in NORMS
 
 
 def test_frozen_bn_equals_bn_in_eval_and_has_nothing_to_train():

@@ -28,9 +28,16 @@ def _toy(*, num_classes, norm_layer, act_layer, dropout, in_channels, width=8):
     )
 
 
+def _toy_blocks(model):
+    return [(model[1], model[1].last_norm)]
+
+
 @pytest.fixture
 def toy():
-    spec = register_model(ModelSpec(name="toy_test", description="toy", builder=_toy, family="toy"))
+    spec = register_model(ModelSpec(
+        name="toy_test", description="toy", builder=_toy, family="toy",
+        residual_blocks=_toy_blocks, stem=lambda model: model[0],
+    ))
     yield spec
     MODELS._entries.pop("toy_test")
 
@@ -41,7 +48,7 @@ def test_a_builder_gets_norm_act_dropout_classes_and_zero_gamma(toy):
                          dropout=0.25, width=16)
     block = model[1]
     assert isinstance(block.last_norm, GroupNorm3d) and block.last_norm.num_groups == 4
-    assert not block.last_norm.weight.any()  # zero-γ applied by create_model, for any builder
+    assert not block.last_norm.weight.any()  # zero-γ applied by create_model to the declared blocks
     assert isinstance(block.act, nn.SiLU) and model[4].p == 0.25
     assert model(torch.randn(2, 3, 2, 4, 4)).shape == (2, 6)
     with pytest.raises(TypeError, match="unknown keyword arguments.*'depth'"):
@@ -81,3 +88,43 @@ def test_norm_act_fuses_into_any_norm_that_offers_an_activation_slot():
     assert isinstance(act, nn.ReLU)
     norm, act = create_norm_act(GroupNorm3d, 4, None)
     assert norm.activation is None and isinstance(act, nn.Identity)
+
+
+def test_a_builder_without_declared_blocks_warns_when_zero_init_finds_none():
+    def plain(*, num_classes, norm_layer, act_layer, dropout, in_channels):
+        return nn.Sequential(nn.Conv3d(in_channels, 4, 1), norm_layer(4), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                             nn.Linear(4, num_classes))
+
+    register_model(ModelSpec(name="plain_test", description="plain", builder=plain, family="plain"))
+    try:
+        with pytest.warns(UserWarning, match="declare them in its ModelSpec"):
+            model = create_model("plain_test", 3, norm="gn", norm_kwargs={"num_groups": 2})
+        assert model[1].weight.all()
+    finally:
+        MODELS._entries.pop("plain_test")
+
+
+def test_models_package_has_no_module_level_import_cycle():
+    """The registry is a leaf: builders register into it, create_model/load_weights read it."""
+    import ast
+    from pathlib import Path
+
+    import videogn.models
+
+    root = Path(videogn.models.__file__).parent
+    graph = {}
+    for path in root.glob("*.py"):
+        deps = set()
+        for node in ast.parse(path.read_text()).body:  # module level only: imports inside functions are lazy
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("videogn.models."):
+                deps.add(node.module.split(".")[2])
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[2] for a in node.names if a.name.startswith("videogn.models.")}
+        graph[path.stem] = deps - {path.stem}
+
+    def reaches(start, target, seen=()):
+        return any(d == target or (d not in seen and reaches(d, target, (*seen, d))) for d in graph.get(start, ()))
+
+    cycles = sorted(m for m in graph if m != "__init__" and reaches(m, m))
+    assert not cycles, {m: graph[m] for m in cycles}
+    assert graph["spec"] <= {"resnet3d"}  # the leaf imports no builder module

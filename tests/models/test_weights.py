@@ -1,4 +1,5 @@
-"""create_model(..., weights=...): videogn and pytorchvideo checkpoints, strictness, BN vs GN."""
+"""create_model(..., weights=...): videogn checkpoints, strictness, BN vs GN. Foreign checkpoints
+(pytorchvideo, torchvision, 2-D ResNets) and their layouts: test_foreign_weights.py."""
 
 from __future__ import annotations
 
@@ -6,53 +7,8 @@ import logging
 
 import pytest
 import torch
-from torch import nn
 
 from videogn.models import create_model
-
-_I3D_AS_PYTORCHVIDEO = dict(stem_stride=(1, 2, 2), pool1_kernel=(1, 3, 3), pool1_stride=(1, 2, 2))
-
-
-def _randomise_bn(model: nn.Module) -> nn.Module:
-    """Non-trivial BN statistics and affine, so a mis-mapped key changes the logits."""
-    gen = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm3d):
-            with torch.no_grad():
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-    return model
-
-
-def _pytorchvideo(name: str, t: int, s: int) -> nn.Module:
-    from pytorchvideo.models import hub
-
-    torch.manual_seed(0)
-    if name == "i3d_r50":  # temporal stride 2 in its stage-1 pool, spatial 32
-        model = hub.i3d_r50(pretrained=False, head_pool_kernel_size=(t // 2, s // 32, s // 32))
-    elif name == "slow_r50":
-        from pytorchvideo.models.resnet import create_resnet  # hub.slow_r50's settings; it fixes the head pool
-
-        model = create_resnet(model_depth=50, stem_conv_kernel_size=(1, 7, 7), head_pool_kernel_size=(t, s // 32, s // 32))
-    else:
-        from pytorchvideo.models.x3d import create_x3d  # hub.x3d_s fixes the clip its head pools
-
-        model = create_x3d(input_clip_length=t, input_crop_size=s, head_activation=None)
-    return _randomise_bn(model).eval()
-
-
-@pytest.mark.parametrize("name", ["i3d_r50", "slow_r50", "x3d_s"])
-@pytest.mark.parametrize("norm", ["bn", "frozen_bn"])
-def test_pytorchvideo_state_dict_gives_the_same_logits(name, norm):
-    t, s = 8, 64
-    ref = _pytorchvideo(name, t, s)
-    extra = _I3D_AS_PYTORCHVIDEO if name == "i3d_r50" else {}
-    ours = create_model(name, 400, norm=norm, weights={"model_state": ref.state_dict()}, **extra).eval()
-    x = torch.randn(2, 3, t, s, s)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x), ref(x), atol=1e-4, rtol=1e-4)
 
 
 def test_videogn_checkpoint_file_round_trips(tmp_path):
@@ -88,27 +44,23 @@ def test_missing_and_unexpected_keys_raise_unless_not_strict(caplog):
     assert "stem.conv.weight" in caplog.text and "extra.weight" in caplog.text
 
 
-def test_classifier_of_another_size_is_reinitialised_with_a_message(caplog):
+def test_classifier_of_another_size_needs_new_head_which_reinitialises_it(caplog):
     src = create_model("i3d_tiny", 400, norm="gn")
+    wanted = r"classifier 'fc.weight'.*\(400, 128\).*\(7, 128\).*new_head=True \(model.new_head=true\)"
+    with pytest.raises(ValueError, match=wanted):
+        create_model("i3d_tiny", 7, norm="gn", weights=src.state_dict())
+    torch.manual_seed(3)
+    fresh = create_model("i3d_tiny", 7, norm="gn")
+    torch.manual_seed(3)
     with caplog.at_level(logging.INFO, logger="videogn.models.weights"):
-        dst = create_model("i3d_tiny", 7, norm="gn", weights=src.state_dict())
-    assert "classifier 'fc'" in caplog.text
+        dst = create_model("i3d_tiny", 7, norm="gn", weights=src.state_dict(), new_head=True)
+    assert "new head" in caplog.text and "fc.weight" in caplog.text and "fc.bias" in caplog.text
     assert dst.fc.weight.shape == (7, 128)
-    torch.testing.assert_close(dst.stem.conv.weight, src.stem.conv.weight)
+    torch.testing.assert_close(dst.fc.weight, fresh.fc.weight)  # its own initialisation, not the checkpoint's
+    own, theirs = dst.state_dict(), src.state_dict()
+    assert all(torch.equal(own[k], theirs[k]) for k in own if not k.startswith("fc."))
+    # same class count: new_head still starts the classifier afresh (a new task with as many classes)
+    same = create_model("i3d_tiny", 400, norm="gn", weights=src.state_dict(), new_head=True)
+    assert not torch.equal(same.fc.weight, src.fc.weight)
     with pytest.raises(ValueError, match="stem.conv.weight.*shape"):
-        create_model("i3d_tiny", 7, norm="gn", weights=src.state_dict(), stem_width=8)
-
-
-@pytest.mark.parametrize("name", ["r3d_18", "mc3_18", "r2plus1d_18", "s3d"])
-def test_torchvision_video_state_dict_gives_the_same_logits(name):
-    """docs/models.md's torchvision K400 checkpoints: their state dicts load strictly with norm="bn"."""
-    import torchvision.models.video as tvv
-
-    torch.manual_seed(0)
-    ref = _randomise_bn(getattr(tvv, name)(weights=None)).eval()
-    ref.avgpool = nn.AdaptiveAvgPool3d(1)  # S3D's is fixed to its 16x224 clip; the ResNets' already global
-    bn = {"eps": 1e-3} if name == "s3d" else None  # torchvision's S3D builds BatchNorm3d(eps=0.001)
-    ours = create_model(name, 400, norm="bn", norm_kwargs=bn, weights=ref.state_dict()).eval()
-    x = torch.randn(1, 3, 8, 32, 32, dtype=torch.float64)
-    with torch.no_grad():
-        torch.testing.assert_close(ours.double()(x), ref.double()(x), atol=1e-10, rtol=1e-10)
+        create_model("i3d_tiny", 7, norm="gn", weights=src.state_dict(), new_head=True, stem_width=8)

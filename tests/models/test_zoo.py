@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from videogn import FrozenBatchNorm, GroupNorm3d
-from videogn.layers import zero_init_last_norm
 from videogn.models import create_model, describe_models, get_model_spec, list_models
 
 _CLIP = (1, 3, 8, 32, 32)  # (N, C, T, H, W): every registered model's output stride fits
@@ -33,13 +32,60 @@ def test_every_model_builds_and_runs_with_the_norm(name, norm):
     assert out.shape == (1, 5) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", [n for n in list_models() if get_model_spec(n).family != "s3d"])
-def test_residual_models_start_with_zero_gamma_in_block_last_norms(name):
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_declares_its_stem_and_blocks_and_zero_init_uses_them(name):
+    """Zero-γ init and activation checkpointing read these declarations; a family without them fails here."""
+    spec = get_model_spec(name)
+    assert spec.residual_blocks is not None and spec.stem is not None, f"{name}: declare residual_blocks and stem"
     model = create_model(name, 5, norm="gn")
-    assert zero_init_last_norm(model) > 0  # the blocks are recognised ...
-    zeroed = [m for m in _norms(model) if not m.weight.any()]
-    assert len(zeroed) == zero_init_last_norm(model)  # ... and create_model already zeroed them
-    assert all(m.weight.all() for m in _norms(create_model(name, 5, norm="gn", zero_init_last=False)))
+    modules = {id(m) for m in model.modules()}
+    stem = spec.stem(model)
+    assert isinstance(stem, nn.Module) and id(stem) in modules
+    blocks = spec.residual_blocks(model)
+    assert len(blocks) >= 1
+    norms = [norm for _, norm in blocks if norm is not None]
+    for block, norm in blocks:
+        assert id(block) in modules and block is not stem
+        if norm is not None:  # in its block, and a norm
+            assert any(m is norm for m in block.modules()) and norm in _norms(block)
+    if spec.family == "s3d":  # Inception blocks: concatenated branches, nothing to zero
+        assert not norms
+        return
+    assert norms and all(not n.weight.any() for n in norms)  # zero-γ applied to exactly the declared norms
+    assert len(norms) == len([m for m in _norms(model) if not m.weight.any()])
+    fresh = create_model(name, 5, norm="gn", zero_init_last=False)
+    assert all(n.weight.all() for _, n in get_model_spec(name).residual_blocks(fresh))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_declares_its_stages_and_freezing_them_stops_training_there(name):
+    """Stage freezing (model.freeze_stages) reads ``ModelSpec.stages``: the stem first, then stages that
+    hold every residual block exactly once, never the classifier; a family without them fails here."""
+    from videogn.models import classifier_name, freeze_stages
+
+    spec = get_model_spec(name)
+    assert spec.stages is not None, f"{name}: declare stages"
+    model = create_model(name, 5, norm="bn")
+    stages = spec.stages(model)
+    assert len(stages) >= 2 and stages[0] is spec.stem(model)
+    owned = [{id(p) for p in stage.parameters()} for stage in stages]
+    assert all(owned) and sum(map(len, owned)) == len(set().union(*owned))  # each non-empty, disjoint
+    classifier = model.get_submodule(classifier_name(model))  # new heads and the head's rate use it
+    assert classifier.weight.shape[0] == 5
+    head = {id(p) for p in classifier.parameters()}
+    assert head and not head & set().union(*owned)
+    for block, _ in spec.residual_blocks(model):  # every block in exactly one stage
+        assert sum(any(m is block for m in stage.modules()) for stage in stages) == 1
+    frozen = set(freeze_stages(model, name, 2))
+    params = dict(model.named_parameters())
+    assert {id(params[n]) for n in frozen} == owned[0] | owned[1]
+    assert all(p.requires_grad == (n not in frozen) for n, p in params.items())
+    model.train()
+    in_model = {id(m) for m in model.modules()}  # S3D's stages are Sequentials over the model's modules
+    assert not any(m.training for stage in stages[:2] for m in stage.modules() if id(m) in in_model)
+    assert all(m.training for m in stages[2].modules() if id(m) in in_model)
+    with pytest.raises(ValueError, match=f"freeze_stages must be an int in \\[0, {len(stages)}\\]"):
+        freeze_stages(model, name, len(stages) + 1)
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -75,8 +121,12 @@ def test_x3d_group_counts_keep_two_channels_per_group():
     model = create_model("x3d_s", 4)
     groups = {m.num_channels: m.num_groups for m in _norms(model)}
     assert groups[24] == 12 and groups[54] == 27 and groups[108] == 27 and groups[432] == 27
-    explicit = create_model("x3d_s", 4, norm_kwargs={"num_groups": 32})  # the user's G is kept
+    # the one rule (videogn.layers.resolve_num_groups): a G that divides C is kept, one that does not
+    # is lowered to a divisor that keeps 2 channels per group
+    explicit = create_model("x3d_s", 4, norm_kwargs={"num_groups": 24})
     assert {m.num_channels: m.num_groups for m in _norms(explicit)}[24] == 24
+    adjusted = create_model("x3d_s", 4, norm_kwargs={"num_groups": 32})
+    assert {m.num_channels: m.num_groups for m in _norms(adjusted)}[24] == 12
 
 
 def test_describe_models_gives_one_line_per_model():

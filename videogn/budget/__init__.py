@@ -5,7 +5,8 @@ Names used throughout: a *shape* is (T frames, S crop side, B clips per batch pe
 schedule's ``voxel_budget`` caps them); *bytes* are memory (the planner's ``budget_bytes``).
 
 - :mod:`~videogn.budget.schedules`: which shapes each epoch uses (``fixed``, ``constant_memory``,
-  ``multigrid``; registered in :data:`SCHEDULES`) and the one learning-rate rule, :func:`batch_lr_scale`.
+  ``multigrid``; registered in :data:`SCHEDULES` with their options by :func:`register_schedule`)
+  and the one learning-rate rule, :func:`batch_lr_scale`.
 - :mod:`~videogn.budget.sampler`: :class:`ShapeBatchSampler`, the one training batch sampler, with
   the one resume path (``set_epoch(epoch, skip=k)``).
 - :mod:`~videogn.budget.memory`: the measured peak memory of one training step (the trainer's).
@@ -14,48 +15,22 @@ schedule's ``voxel_budget`` caps them); *bytes* are memory (the planner's ``budg
 
 from videogn.budget.memory import METHODS, StepMemory, format_bytes, measure_step_memory, parse_bytes
 from videogn.budget.planner import BudgetRow, format_plan, plan_budget, save_plan
-from videogn.budget.sampler import BatchIndices, ShapeBatchSampler, build_batch_sampler
-from videogn.budget.schedules import (
-    DEFAULT_LENGTHS,
-    DEFAULT_LONG_CYCLE,
-    DEFAULT_SHORT_CYCLE,
-    SCHEDULE_KINDS,
-    SCHEDULES,
-    SHAPE_ORDERS,
-    ClipShape,
-    ScheduleStage,
-    ShapeSchedule,
-    batch_lr_scale,
-    build_schedule,
-    constant_memory,
-    fixed,
-    multigrid,
-)
+from videogn.budget.sampler import BatchIndices, BudgetSpec, ShapeBatchSampler, build_batch_sampler
+from videogn.budget import schedules as _schedules
+from videogn.budget.schedules import *  # noqa: F401,F403  (the schedules' public names: their __all__)
 
 __all__ = [
-    "DEFAULT_LENGTHS",
-    "DEFAULT_LONG_CYCLE",
-    "DEFAULT_SHORT_CYCLE",
+    *_schedules.__all__,
     "METHODS",
-    "SCHEDULES",
-    "SCHEDULE_KINDS",
-    "SHAPE_ORDERS",
     "BatchIndices",
     "BudgetRow",
-    "ClipShape",
-    "ScheduleStage",
+    "BudgetSpec",
     "ShapeBatchSampler",
-    "ShapeSchedule",
     "StepMemory",
-    "batch_lr_scale",
     "build_batch_sampler",
-    "build_schedule",
-    "constant_memory",
-    "fixed",
     "format_bytes",
     "format_plan",
     "measure_step_memory",
-    "multigrid",
     "parse_bytes",
     "plan_budget",
     "save_plan",

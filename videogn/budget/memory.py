@@ -13,6 +13,10 @@ unmeasured step first creates the optimizer state. Methods:
   PyTorch's allocator (oneDNN caches, malloc slack), so keep a margin in the budget.
 - ``rss`` (CPU cross-check): peak resident set of a fresh subprocess minus its size before the
   model was built; includes allocator slack, noisier, Linux ``/proc`` only.
+
+With ``activation_checkpointing`` the model is transformed as the trainer does
+(:func:`videogn.models.checkpointing.apply_activation_checkpointing`); :func:`measure_step_time`
+times the step without and with it, interleaved, for what the saving costs.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
@@ -33,15 +39,17 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Union
 import torch
 from torch import nn
 
-from videogn.budget._checks import check_int
+from videogn.checks import check_int
 from videogn.optim import build_sgd
 from videogn.runtime import PRECISIONS, forward_backward, optimizer_step, resolve_device, seed_everything
 
 __all__ = [
     "METHODS",
     "StepMemory",
+    "StepTime",
     "format_bytes",
     "measure_step_memory",
+    "measure_step_time",
     "parse_bytes",
     "resolve_method",
 ]
@@ -60,7 +68,10 @@ class StepMemory:
             device ran out of memory.
         reserved_bytes: CUDA caching-allocator peak (reserved), None elsewhere.
         model_bytes: parameters and buffers.
+        state_bytes: what the step starts from: parameters, buffers, optimizer state and the batch
+            (None for ``rss``, or out of memory).
         method: "cuda", "alloc" or "rss".
+        activation_checkpointing: the mode the model ran with.
     """
 
     num_frames: int
@@ -71,6 +82,16 @@ class StepMemory:
     peak_bytes: Optional[int]
     reserved_bytes: Optional[int] = None
     model_bytes: int = 0
+    state_bytes: Optional[int] = None
+    activation_checkpointing: str = "none"
+
+    @property
+    def activation_bytes(self) -> Optional[int]:
+        """What the step itself allocates above ``state_bytes`` (activations, gradients,
+        temporaries); None when either is unknown."""
+        if self.peak_bytes is None or self.state_bytes is None:
+            return None
+        return self.peak_bytes - self.state_bytes
 
     @property
     def out_of_memory(self) -> bool:
@@ -91,14 +112,30 @@ def resolve_method(method: str, dev: torch.device) -> str:
 
 
 def _model_factory(
-    model: ModelRef, norm: str, num_classes: int, norm_kwargs: Optional[dict], model_kwargs: Optional[dict]
+    model: ModelRef, norm: str, num_classes: int, norm_kwargs: Optional[dict], model_kwargs: Optional[dict],
+    activation_checkpointing: str = "none",
 ) -> Callable[[], nn.Module]:
+    from videogn.models.checkpointing import apply_activation_checkpointing, check_checkpointing_mode
+
+    check_checkpointing_mode(activation_checkpointing)
     if isinstance(model, str):
         from videogn.models import create_model  # the registry validates the name
 
         kwargs = dict(model_kwargs or {})
-        return lambda: create_model(model, num_classes, norm, norm_kwargs=norm_kwargs, **kwargs)
+
+        def build() -> nn.Module:
+            net = create_model(model, num_classes, norm, norm_kwargs=norm_kwargs, **kwargs)
+            apply_activation_checkpointing(net, model, activation_checkpointing)  # as the trainer does
+            return net
+
+        return build
     if callable(model):
+        if activation_checkpointing != "none":
+            raise ValueError(
+                f"activation_checkpointing={activation_checkpointing!r} needs a registered model name (its "
+                f"ModelSpec declares the blocks), got the callable {model!r}; apply "
+                "videogn.models.checkpointing.apply_activation_checkpointing inside the callable instead"
+            )
         return model
     raise TypeError(f"model must be a registered model name or a zero-argument callable, got {type(model).__name__}")
 
@@ -201,18 +238,18 @@ def _profiled_peak_delta(fn: Callable[[], None]) -> int:
 
 def _measure_alloc(
     factory: Callable[[], nn.Module], shape: tuple[int, int, int], num_classes: int, precision: str, seed: int
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     step = _Step(factory, shape, num_classes, torch.device("cpu"), precision, seed)
     step.run()  # creates the momentum buffers: measure the steady state
     live = step.live_bytes()
     peak = live + _profiled_peak_delta(step.run)
-    return peak, step.model_bytes()
+    return peak, step.model_bytes(), live
 
 
 def _measure_cuda(
     factory: Callable[[], nn.Module], shape: tuple[int, int, int], num_classes: int, dev: torch.device, precision: str,
     seed: int,
-) -> tuple[Optional[int], Optional[int], int]:
+) -> tuple[Optional[int], Optional[int], int, Optional[int]]:
     gc.collect()
     torch.cuda.synchronize(dev)
     torch.cuda.empty_cache()
@@ -229,9 +266,9 @@ def _measure_cuda(
         peak = torch.cuda.max_memory_allocated(dev) - base_alloc
         reserved = torch.cuda.max_memory_reserved(dev) - base_reserved
         model_bytes = step.model_bytes()
-        return peak, reserved, model_bytes
+        return peak, reserved, model_bytes, step.live_bytes()
     except torch.cuda.OutOfMemoryError:
-        return None, None, 0
+        return None, None, 0, None
     finally:
         del step
         gc.collect()
@@ -250,7 +287,8 @@ def _rss_child(spec_json: str) -> None:
     """Body of the ``rss`` subprocess: prints one JSON line with the measurement."""
     spec = json.loads(spec_json)
     torch.set_num_threads(spec["threads"])
-    factory = _model_factory(spec["model"], spec["norm"], spec["num_classes"], spec["norm_kwargs"], spec["model_kwargs"])
+    factory = _model_factory(spec["model"], spec["norm"], spec["num_classes"], spec["norm_kwargs"],
+                             spec["model_kwargs"], spec["activation_checkpointing"])
     t, s, b = spec["shape"]
     # page in the kernels' code with a throw-away one-clip step, so it is not charged to the step
     warm = _Step(factory, (min(t, 4), min(s, 32), 1), spec["num_classes"], torch.device("cpu"), spec["precision"], 0)
@@ -267,14 +305,14 @@ def _rss_child(spec_json: str) -> None:
 
 def _measure_rss(
     model: ModelRef, norm: str, num_classes: int, norm_kwargs: Optional[dict], model_kwargs: Optional[dict],
-    shape: tuple[int, int, int], precision: str, seed: int,
+    shape: tuple[int, int, int], precision: str, seed: int, activation_checkpointing: str,
 ) -> tuple[int, int]:
     if not isinstance(model, str):
         raise ValueError(f"method='rss' runs in a subprocess and needs a registered model name, got model={model!r}")
     spec = {
         "model": model, "norm": norm, "num_classes": num_classes, "norm_kwargs": norm_kwargs,
         "model_kwargs": model_kwargs, "shape": list(shape), "precision": precision, "seed": seed,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "activation_checkpointing": activation_checkpointing,
     }
     code = "import sys; from videogn.budget.memory import _rss_child; _rss_child(sys.argv[1])"
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True)
@@ -298,6 +336,7 @@ def measure_step_memory(
     norm_kwargs: Optional[dict[str, Any]] = None,
     model_kwargs: Optional[dict[str, Any]] = None,
     seed: int = 0,
+    activation_checkpointing: str = "none",
 ) -> StepMemory:
     """Peak memory of one training step on clips of shape (batch_size, 3, num_frames, crop, crop).
 
@@ -310,6 +349,8 @@ def measure_step_memory(
         method: "auto" ("cuda" on CUDA, "alloc" on CPU), "alloc" or "rss" (see the module docstring).
         precision: "fp32", "bf16" or "fp16" (:data:`videogn.runtime.PRECISIONS`), as ``trainer.precision``.
         seed: seeds the model's initialisation and the batch.
+        activation_checkpointing: "none", "blocks" or "full", as ``trainer.activation_checkpointing``
+            (a registered model name only).
     """
     check_int("num_frames", num_frames, 1)
     check_int("crop_size", crop_size, 1)
@@ -317,19 +358,105 @@ def measure_step_memory(
     check_int("num_classes", num_classes, 1)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    from videogn.models.checkpointing import check_checkpointing_mode
+
+    check_checkpointing_mode(activation_checkpointing)
     dev = resolve_device(device)
     how = resolve_method(method, dev)
     shape = (num_frames, crop_size, batch_size)
     reserved: Optional[int] = None
+    state: Optional[int] = None
     if how == "rss":
-        peak, model_bytes = _measure_rss(model, norm, num_classes, norm_kwargs, model_kwargs, shape, precision, seed)
+        peak, model_bytes = _measure_rss(model, norm, num_classes, norm_kwargs, model_kwargs, shape, precision, seed,
+                                         activation_checkpointing)
     else:
-        factory = _model_factory(model, norm, num_classes, norm_kwargs, model_kwargs)
+        factory = _model_factory(model, norm, num_classes, norm_kwargs, model_kwargs, activation_checkpointing)
         if how == "cuda":
-            peak, reserved, model_bytes = _measure_cuda(factory, shape, num_classes, dev, precision, seed)
+            peak, reserved, model_bytes, state = _measure_cuda(factory, shape, num_classes, dev, precision, seed)
         else:
-            peak, model_bytes = _measure_alloc(factory, shape, num_classes, precision, seed)
-    return StepMemory(num_frames, crop_size, batch_size, str(dev), how, peak, reserved, model_bytes)
+            peak, model_bytes, state = _measure_alloc(factory, shape, num_classes, precision, seed)
+    return StepMemory(num_frames, crop_size, batch_size, str(dev), how, peak, reserved, model_bytes, state,
+                      activation_checkpointing)
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """Wall-clock seconds of the trainer's step without (``plain_seconds``) and with
+    (``checked_seconds``) activation checkpointing, one pair per repetition, taken interleaved."""
+
+    num_frames: int
+    crop_size: int
+    batch_size: int
+    device: str
+    activation_checkpointing: str
+    plain_seconds: list[float]
+    checked_seconds: list[float]
+
+    @property
+    def ratios(self) -> list[float]:
+        """Per repetition: the checkpointed step's time over the plain one's."""
+        return [c / p for c, p in zip(self.checked_seconds, self.plain_seconds)]
+
+    @property
+    def ratio(self) -> float:
+        """The median of :attr:`ratios`: what checkpointing costs in step time."""
+        return statistics.median(self.ratios)
+
+
+def measure_step_time(
+    model: str,
+    num_frames: int,
+    crop_size: int,
+    batch_size: int,
+    *,
+    activation_checkpointing: str = "full",
+    reps: int = 5,
+    norm: str = "gn",
+    num_classes: int = 400,
+    device: Union[str, torch.device] = "auto",
+    precision: str = "fp32",
+    norm_kwargs: Optional[dict[str, Any]] = None,
+    model_kwargs: Optional[dict[str, Any]] = None,
+    seed: int = 0,
+) -> StepTime:
+    """Time the trainer's step of ``model`` without and with ``activation_checkpointing``, interleaved.
+
+    Both models are built (same seed) and warmed up by one step each; then ``reps`` times one
+    step of each, the first of the pair alternating, so a machine that slows down or speeds up
+    during the run weighs on both alike. Both models are held at once: on a GPU, keep the shape
+    within half the memory that fits one.
+    """
+    from videogn.models.checkpointing import check_checkpointing_mode
+
+    check_int("reps", reps, 1)
+    check_checkpointing_mode(activation_checkpointing)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    dev = resolve_device(device)
+    shape = (num_frames, crop_size, batch_size)
+    modes = ("none", activation_checkpointing)
+    steps = [
+        _Step(_model_factory(model, norm, num_classes, norm_kwargs, model_kwargs, m), shape, num_classes, dev,
+              precision, seed)
+        for m in modes
+    ]
+    seconds: list[list[float]] = [[], []]
+
+    def timed(i: int) -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        start = time.perf_counter()
+        steps[i].run()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds[i].append(time.perf_counter() - start)
+
+    for step in steps:
+        step.run()  # warm-up: momentum buffers, kernels, allocator
+    for rep in range(reps):
+        for i in ((0, 1) if rep % 2 == 0 else (1, 0)):
+            timed(i)
+    return StepTime(num_frames, crop_size, batch_size, str(dev), activation_checkpointing, seconds[0], seconds[1])
 
 
 # -- byte sizes ------------------------------------------------------------------------------------

@@ -17,12 +17,17 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
-from videogn.budget._checks import check_int
-from videogn.budget.memory import ModelRef, StepMemory, format_bytes, measure_step_memory, resolve_method
+from videogn.checks import check_int
+from videogn.budget.memory import (
+    ModelRef, StepMemory, StepTime, format_bytes, measure_step_memory, measure_step_time, resolve_method,
+)
 from videogn.budget.schedules import ClipShape
 from videogn.runtime import resolve_device
 
-__all__ = ["BudgetRow", "format_plan", "plan_budget", "save_plan"]
+__all__ = [
+    "BudgetRow", "CheckpointingRow", "format_checkpointing_plan", "format_plan", "plan_budget",
+    "plan_checkpointing", "save_plan",
+]
 
 
 @dataclass
@@ -38,6 +43,7 @@ class BudgetRow:
             nearest ``batch_size`` (with ``check_next``: B and B + 1, so ``bytes_per_clip`` is the
             marginal cost of one more clip there).
         measurements: every ``[B, peak bytes or None]`` taken, in order.
+        activation_checkpointing: the mode the steps were measured with.
     """
 
     model: str
@@ -53,6 +59,7 @@ class BudgetRow:
     fixed_bytes: float
     bytes_per_clip: float
     measurements: list[list[Optional[int]]] = field(default_factory=list)
+    activation_checkpointing: str = "none"
 
     @property
     def fits(self) -> bool:
@@ -107,6 +114,7 @@ def plan_budget(
     model_kwargs: Optional[dict[str, Any]] = None,
     max_measurements: int = 12,
     progress: Optional[Callable[[StepMemory], None]] = None,
+    activation_checkpointing: str = "none",
 ) -> list[BudgetRow]:
     """For each clip length T, the largest clips per batch B whose measured training step fits.
 
@@ -131,6 +139,7 @@ def plan_budget(
         method, precision, norm_kwargs, model_kwargs: as :func:`measure_step_memory`.
         max_measurements: measurements per T before giving up with the best fitting B so far.
         progress: called with every :class:`StepMemory` taken (e.g. to print it).
+        activation_checkpointing: "none", "blocks" or "full", as ``trainer.activation_checkpointing``.
 
     Returns:
         One :class:`BudgetRow` per clip length, in the order given.
@@ -162,6 +171,7 @@ def plan_budget(
                 m = measure_step_memory(
                     model_name, t, crop_size, b, norm=norm, num_classes=num_classes, device=dev, method=how,
                     precision=precision, norm_kwargs=norm_kwargs, model_kwargs=model_kwargs,
+                    activation_checkpointing=activation_checkpointing,
                 )
                 if progress is not None:
                     progress(m)
@@ -213,7 +223,98 @@ def plan_budget(
             num_frames=t, crop_size=crop_size, budget_bytes=budget_bytes, batch_size=lo,
             peak_bytes=measured.get(lo) if lo > 0 else None,
             next_peak_bytes=measured.get(lo + 1), fixed_bytes=a, bytes_per_clip=slope,
-            measurements=[[b, measured[b]] for b in order],
+            measurements=[[b, measured[b]] for b in order], activation_checkpointing=activation_checkpointing,
+        ))
+    return rows
+
+
+@dataclass
+class CheckpointingRow:
+    """One clip length planned without and with activation checkpointing.
+
+    Attributes:
+        batch_size, checked_batch_size: the largest B that fits without / with checkpointing.
+        peak_bytes, checked_peak_bytes: measured at those B (None when nothing fits).
+        timed_batch_size: the B both steps were timed at (the largest that fits either way; None
+            when not even one clip fits without checkpointing).
+        plain_seconds, checked_seconds: the interleaved step times at ``timed_batch_size``.
+        time_ratio: median of the per-repetition ratios checked / plain (None when not timed).
+        time_ratio_range: (smallest, largest) of those ratios.
+    """
+
+    model: str
+    norm: str
+    device: str
+    method: str
+    activation_checkpointing: str
+    num_frames: int
+    crop_size: int
+    budget_bytes: int
+    batch_size: int
+    checked_batch_size: int
+    peak_bytes: Optional[int]
+    checked_peak_bytes: Optional[int]
+    timed_batch_size: Optional[int]
+    plain_seconds: list[float] = field(default_factory=list)
+    checked_seconds: list[float] = field(default_factory=list)
+    time_ratio: Optional[float] = None
+    time_ratio_range: Optional[tuple[float, float]] = None
+
+
+def plan_checkpointing(
+    model_name: str,
+    norm: str,
+    clip_lengths: Sequence[int],
+    crop_size: int,
+    budget_bytes: int,
+    device: Union[str, torch.device] = "auto",
+    *,
+    activation_checkpointing: str = "full",
+    timing_reps: int = 5,
+    progress: Optional[Callable[[Union[StepMemory, StepTime]], None]] = None,
+    **plan_kwargs: Any,
+) -> list[CheckpointingRow]:
+    """:func:`plan_budget` without and with ``activation_checkpointing``, and for each T what it
+    costs: the step timed both ways (:func:`~videogn.budget.memory.measure_step_time`,
+    ``timing_reps`` interleaved pairs) at the largest B that fits without it.
+
+    Args:
+        model_name: a registered model name (its ModelSpec declares the blocks to recompute).
+        activation_checkpointing: "blocks" or "full".
+        plan_kwargs: passed to :func:`plan_budget` (``num_classes``, ``method``, ``precision``, ...).
+
+    Returns:
+        One :class:`CheckpointingRow` per clip length, in the order given.
+    """
+    if activation_checkpointing not in ("blocks", "full"):
+        raise ValueError(f"activation_checkpointing must be 'blocks' or 'full', got {activation_checkpointing!r}")
+    if not isinstance(model_name, str):
+        raise ValueError(f"plan_checkpointing needs a registered model name, got {model_name!r}")
+    check_int("timing_reps", timing_reps, 1)
+    plain = plan_budget(model_name, norm, clip_lengths, crop_size, budget_bytes, device, progress=progress,
+                        **plan_kwargs)
+    checked = plan_budget(model_name, norm, clip_lengths, crop_size, budget_bytes, device, progress=progress,
+                          activation_checkpointing=activation_checkpointing, **plan_kwargs)
+    shared = ("num_classes", "precision", "norm_kwargs", "model_kwargs")  # what the timed steps share with the plan
+    timing_kw = {k: plan_kwargs[k] for k in shared if k in plan_kwargs}
+    rows = []
+    for p, c in zip(plain, checked):
+        timing: Optional[StepTime] = None
+        if p.fits:
+            timing = measure_step_time(model_name, p.num_frames, crop_size, p.batch_size, norm=norm, device=p.device,
+                                       activation_checkpointing=activation_checkpointing, reps=timing_reps, **timing_kw)
+            if progress is not None:
+                progress(timing)
+        rows.append(CheckpointingRow(
+            model=p.model, norm=p.norm, device=p.device, method=p.method,
+            activation_checkpointing=activation_checkpointing, num_frames=p.num_frames, crop_size=crop_size,
+            budget_bytes=budget_bytes, batch_size=p.batch_size, checked_batch_size=c.batch_size,
+            peak_bytes=p.peak_bytes, checked_peak_bytes=c.peak_bytes,
+            timed_batch_size=p.batch_size if timing else None,
+            plain_seconds=timing.plain_seconds if timing else [],
+            checked_seconds=timing.checked_seconds if timing else [],
+            time_ratio=timing.ratio if timing else None,
+            time_ratio_range=(min(timing.ratios), max(timing.ratios)) if timing else None,
         ))
     return rows
 
@@ -233,8 +334,33 @@ def format_plan(rows: Sequence[BudgetRow]) -> str:
     return "\n".join(lines)
 
 
-def save_plan(rows: Sequence[BudgetRow], path: Union[str, os.PathLike], meta: Optional[dict[str, Any]] = None) -> Path:
-    """Write the plan as JSON (``{"meta": ..., "rows": [...]}``) or CSV, by the file's suffix."""
+def format_checkpointing_plan(rows: Sequence[CheckpointingRow]) -> str:
+    """A markdown table of :func:`plan_checkpointing`'s rows."""
+    lines = [
+        "| model | norm | T | S | budget | B (none) | B (ckpt) | peak at B (none) | peak at B (ckpt) "
+        "| step time ckpt / none at B (none): median [min, max] | method |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cost = "-"
+        if r.time_ratio is not None and r.time_ratio_range is not None:
+            lo, hi = r.time_ratio_range
+            cost = f"{r.time_ratio:.2f}x [{lo:.2f}, {hi:.2f}] at B={r.timed_batch_size}"
+        lines.append(
+            f"| {r.model} | {r.norm} | {r.num_frames} | {r.crop_size} | {format_bytes(r.budget_bytes)} "
+            f"| {r.batch_size} | {r.checked_batch_size} ({r.activation_checkpointing}) | {format_bytes(r.peak_bytes)} "
+            f"| {format_bytes(r.checked_peak_bytes)} | {cost} | {r.method} on {r.device} |"
+        )
+    return "\n".join(lines)
+
+
+def save_plan(
+    rows: Sequence[Union[BudgetRow, CheckpointingRow]],
+    path: Union[str, os.PathLike],
+    meta: Optional[dict[str, Any]] = None,
+) -> Path:
+    """Write the plan (rows of :func:`plan_budget` or :func:`plan_checkpointing`) as JSON
+    (``{"meta": ..., "rows": [...]}``) or CSV (list and tuple fields as JSON), by the file's suffix."""
     path = Path(path)
     if path.suffix not in (".json", ".csv"):
         raise ValueError(f"the plan's path must end in .json or .csv, got {str(path)!r}")
@@ -247,5 +373,5 @@ def save_plan(rows: Sequence[BudgetRow], path: Union[str, os.PathLike], meta: Op
             writer = csv.DictWriter(f, fieldnames=list(records[0]) if records else ["model"])
             writer.writeheader()
             for rec in records:
-                writer.writerow({**rec, "measurements": json.dumps(rec["measurements"])})
+                writer.writerow({k: json.dumps(v) if isinstance(v, (list, tuple)) else v for k, v in rec.items()})
     return path

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import math
 import random
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sized, Union
+from typing import Any, Iterator, Mapping, Optional, Protocol, Sized, Union
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from videogn.budget._checks import check_int
 from videogn.budget.schedules import ClipShape, ShapeSchedule, build_schedule
+from videogn.checks import check_int
 
-if TYPE_CHECKING:
-    from videogn.config.schema import BudgetConfig
-
-__all__ = ["BatchIndices", "ShapeBatchSampler", "build_batch_sampler"]
+__all__ = ["BatchIndices", "BudgetSpec", "ShapeBatchSampler", "build_batch_sampler"]
 
 BatchIndices = list[tuple[int, int, int]]
 
@@ -42,6 +39,15 @@ class ShapeBatchSampler(Sampler[BatchIndices]):
     pads), so every index is used at least once per epoch and a few twice; with ``drop_last=True``
     it is dropped, so no index repeats and at most one step's worth is left out.
 
+    Several clips per decode (``clips_per_decode`` K > 1, the dataset's ``data.clips_per_decode``):
+    a shape's ``batch_size`` B still counts clips -- what the model sees, what the voxel budget and
+    the learning-rate rule (:func:`~videogn.budget.batch_lr_scale`) count -- but a step takes B / K
+    videos per rank, each of which the dataset expands into K clips; B must be a multiple of K for
+    every shape. An epoch is still one pass over the videos, so it has about K times the steps of
+    K = 1 at the same B (K clips of every video, K x as many clips in all): to train for as many
+    steps as before, divide ``trainer.epochs`` by K. Shuffling, ranks, padding and ``skip`` work
+    on videos exactly as for K = 1.
+
     Args:
         data_source: the dataset (anything with ``len``; for a ``DataLoader`` it must accept
             ``dataset[(index, T, S)]``) or its length.
@@ -52,6 +58,8 @@ class ShapeBatchSampler(Sampler[BatchIndices]):
         shuffle: shuffle the indices each epoch.
         seed: base seed of the shuffle and of the "random" shape order; must match on all ranks.
         drop_last: drop rather than pad a last step that cannot be filled.
+        clips_per_decode: training clips the dataset makes of each index (K); default the
+            dataset's ``clips_per_decode`` attribute, else 1.
     """
 
     def __init__(
@@ -65,6 +73,7 @@ class ShapeBatchSampler(Sampler[BatchIndices]):
         shuffle: bool = True,
         seed: int = 0,
         drop_last: bool = False,
+        clips_per_decode: Optional[int] = None,
     ) -> None:
         size = data_source if isinstance(data_source, int) and not isinstance(data_source, bool) else None
         if size is None:
@@ -98,6 +107,20 @@ class ShapeBatchSampler(Sampler[BatchIndices]):
         self.shuffle = bool(shuffle)
         self.seed = seed
         self.drop_last = bool(drop_last)
+        # one home: the dataset says how many clips it makes of an index; the sampler follows it
+        own = getattr(data_source, "clips_per_decode", None)
+        if clips_per_decode is None:
+            clips_per_decode = 1 if own is None else own
+        k = check_int("clips_per_decode", clips_per_decode, 1)
+        if own is not None and own != k:
+            raise ValueError(f"clips_per_decode={k} differs from the dataset's clips_per_decode={own}")
+        for shape in schedule.shapes:
+            if shape.batch_size % k:
+                raise ValueError(
+                    f"batch_size={shape.batch_size} of shape {shape} must be a multiple of clips_per_decode={k} "
+                    f"(budget.batch_size counts clips, data.clips_per_decode of them from each video)"
+                )
+        self.clips_per_decode = k
         self.epoch = 0
         self.skip = 0  # batches of self.epoch not yielded (already trained on before a resume)
         self._plans: dict[int, list[ClipShape]] = {}
@@ -119,7 +142,7 @@ class ShapeBatchSampler(Sampler[BatchIndices]):
         left = self.dataset_size
         while left > 0:
             shape = shapes[len(plan) % len(shapes)] if rng is None else rng.choice(shapes)
-            need = shape.batch_size * self.world_size
+            need = shape.batch_size // self.clips_per_decode * self.world_size  # videos
             if need > left and self.drop_last:
                 break
             plan.append(shape)
@@ -170,10 +193,11 @@ class ShapeBatchSampler(Sampler[BatchIndices]):
     def __iter__(self) -> Iterator[BatchIndices]:
         plan = self.batch_shapes(self.epoch)
         world = self.world_size
-        order = self._permutation(self.epoch, sum(s.batch_size for s in plan) * world).tolist()
+        k = self.clips_per_decode
+        order = self._permutation(self.epoch, sum(s.batch_size // k for s in plan) * world).tolist()
         offset = 0
         for step, shape in enumerate(plan):
-            b = shape.batch_size
+            b = shape.batch_size // k  # videos: the dataset makes k clips of each
             if step >= self.skip:  # skipped batches cost no data loading: only their offset is used
                 block = order[offset + self.rank * b: offset + (self.rank + 1) * b]
                 yield [(i, shape.num_frames, shape.crop_size) for i in block]
@@ -191,12 +215,14 @@ class ShapeBatchSampler(Sampler[BatchIndices]):
             "seed": self.seed,
             "shuffle": self.shuffle,
             "drop_last": self.drop_last,
+            "clips_per_decode": self.clips_per_decode,
         }
 
     def check_resumable(self, state: dict[str, Any]) -> None:
         """Raise ValueError naming every field of ``state`` (a saved :meth:`state_dict`) that differs
         from this sampler's (or is missing): resuming would not continue the saved run's batches."""
         mine = self.state_dict()
+        state = {"clips_per_decode": 1, **state}  # saved before the option existed: one clip per video
         missing = [k for k in mine if k not in state]
         if missing:
             raise ValueError(f"sampler state lacks {missing}; keys: {sorted(state)}")
@@ -205,38 +231,34 @@ class ShapeBatchSampler(Sampler[BatchIndices]):
             raise ValueError("sampler state has " + "; ".join(diff))
 
 
+class BudgetSpec(Protocol):
+    """What :func:`build_batch_sampler` reads of a ``budget`` config (``videogn.config.BudgetConfig``
+    is one): the base shape's T and B, the schedule's name and its options."""
+
+    num_frames: int
+    batch_size: int
+    schedule: str
+    drop_last: bool
+
+    def schedule_options(self) -> Mapping[str, Any]:
+        """The options of ``schedule`` (only those it declares), by name."""
+        ...
+
+
 def build_batch_sampler(
-    dataset: Any, budget_cfg: "BudgetConfig", *, rank: int, world_size: int, seed: int, epochs: Optional[int]
+    dataset: Any, budget: BudgetSpec, *, rank: int, world_size: int, seed: int, epochs: Optional[int]
 ) -> ShapeBatchSampler:
     """The training sampler of a ``budget`` config over ``dataset`` (which has an integer
     ``crop_size``, the base S, and accepts ``dataset[(index, T, S)]``).
 
     Args:
-        epochs: the run's epochs (``multigrid`` spreads its long cycle over them); None when the run
-            is bounded by steps.
+        budget: the base shape, the schedule and its options (:class:`BudgetSpec`).
+        epochs: the run's epochs (a schedule registered with ``needs_epochs``, e.g. ``multigrid``,
+            spreads its stages over them); None when the run is bounded by steps.
     """
     crop = getattr(dataset, "crop_size", None)
     if isinstance(crop, bool) or not isinstance(crop, int):
         raise ValueError(f"the training dataset needs an integer crop_size, got {crop!r}")
-    if budget_cfg.schedule == "multigrid" and epochs is None:
-        raise ValueError(
-            "budget.schedule='multigrid' spreads its long cycle over trainer.epochs, which must be set "
-            "(got trainer.epochs=None with trainer.max_steps)"
-        )
-    schedule = build_schedule(
-        budget_cfg.schedule,
-        num_frames=budget_cfg.num_frames,
-        batch_size=budget_cfg.batch_size,
-        crop_size=crop,
-        epochs=epochs,
-        voxel_budget=budget_cfg.voxel_budget,
-        lengths=[int(t) for t in budget_cfg.lengths],
-        pairs=[(int(t), int(b)) for t, b in budget_cfg.pairs] if budget_cfg.pairs else None,
-        order=budget_cfg.order,
-        long_cycle=[(float(a), float(b)) for a, b in budget_cfg.long_cycle],
-        short_cycle=[float(f) for f in budget_cfg.short_cycle],
-        num_long_cycles=budget_cfg.num_long_cycles,
-    )
-    return ShapeBatchSampler(
-        dataset, schedule, world_size=world_size, rank=rank, seed=seed, drop_last=budget_cfg.drop_last
-    )
+    base = ClipShape(budget.num_frames, crop, budget.batch_size)
+    schedule = build_schedule(budget.schedule, base, epochs=epochs, **budget.schedule_options())
+    return ShapeBatchSampler(dataset, schedule, world_size=world_size, rank=rank, seed=seed, drop_last=budget.drop_last)

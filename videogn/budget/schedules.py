@@ -2,8 +2,10 @@
 
 A *shape* is (T, S, B) per process; its *voxels* ``T * S * S * B`` are what a step's activation
 memory grows with. With GroupNorm the batch size does not enter the normalisation, so memory can go
-to longer clips or larger crops instead of more clips. Schedules are registered by name in
-:data:`SCHEDULES` (``budget.schedule`` in the config):
+to longer clips or larger crops instead of more clips. Every shape argument list is in the order
+(T, S, B) = (``num_frames``, ``crop_size``, ``batch_size``), as :class:`ClipShape`.
+
+Schedules are registered by name in :data:`SCHEDULES` (``budget.schedule`` in the config):
 
 - ``fixed``: one shape for the whole run.
 - ``constant_memory``: (T, B) pairs such as (8, 32), (16, 16), (32, 8), (64, 4) at (at most) equal
@@ -11,15 +13,21 @@ to longer clips or larger crops instead of more clips. Schedules are registered 
 - ``multigrid``: Wu et al., CVPR 2020: a long cycle over (T, S, B) stages spread over the epochs
   and a short cycle over S inside each epoch, at constant voxels.
 
+A new schedule is one builder registered with :func:`register_schedule`, which declares its options
+(a dataclass: fields, defaults, checks in ``__post_init__``) and whether it needs the run's epochs,
+plus one YAML in ``configs/budget/``; the options become ``budget.<option>`` config keys, and
+:func:`build_schedule` (so :func:`~videogn.budget.build_batch_sampler`) passes them on by name.
+
 The learning rate follows each step's actual batch through one rule, :func:`batch_lr_scale`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Optional, Sequence
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, List, Mapping, Optional, Sequence
 
-from videogn.budget._checks import check_factor, check_int
+from videogn.checks import check_factor, check_int
 from videogn.registry import Registry
 
 __all__ = [
@@ -27,9 +35,12 @@ __all__ = [
     "DEFAULT_LONG_CYCLE",
     "DEFAULT_SHORT_CYCLE",
     "SCHEDULES",
-    "SCHEDULE_KINDS",
     "SHAPE_ORDERS",
     "ClipShape",
+    "ConstantMemoryOptions",
+    "MultigridOptions",
+    "NoOptions",
+    "RegisteredSchedule",
     "ScheduleStage",
     "ShapeSchedule",
     "batch_lr_scale",
@@ -37,6 +48,8 @@ __all__ = [
     "constant_memory",
     "fixed",
     "multigrid",
+    "register_schedule",
+    "schedule_options",
 ]
 
 SHAPE_ORDERS = ("cycle", "random")
@@ -71,7 +84,7 @@ class ClipShape:
     batch_size: int
 
     def __post_init__(self) -> None:
-        check_int("num_frames", self.num_frames, 1)
+        check_int("num_frames", self.num_frames)
         check_int("crop_size", self.crop_size, 1)
         check_int("batch_size", self.batch_size, 1)
 
@@ -183,16 +196,88 @@ class ShapeSchedule:
         return "\n".join(lines)
 
 
-def fixed(num_frames: int, batch_size: int, crop_size: int) -> ShapeSchedule:
-    """One shape, (T, B, S), for every batch of the run."""
+def fixed(num_frames: int, crop_size: int, batch_size: int) -> ShapeSchedule:
+    """One shape, (T, S, B), for every batch of the run."""
     return ShapeSchedule.single(ClipShape(num_frames, crop_size, batch_size))
+
+
+# -- options: each schedule's settings, their defaults and checks, in one dataclass ----------------
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a schedule that has none (``fixed``)."""
+
+
+@dataclass(frozen=True)
+class ConstantMemoryOptions:
+    """Options of ``constant_memory`` (see :func:`constant_memory`).
+
+    Attributes:
+        lengths: clip lengths T, each with ``B = floor(voxel_budget / (T * S^2))``.
+        pairs: explicit ``[[T, B], ...]`` instead of ``lengths`` (their B scaled to ``voxel_budget``).
+        voxel_budget: ``T * S^2 * B`` per process; None: the base shape's, or the largest pair's.
+        order: how the shapes alternate over batches: "cycle" or "random" (see :class:`ShapeSchedule`).
+    """
+
+    lengths: List[int] = field(default_factory=lambda: list(DEFAULT_LENGTHS))
+    pairs: Optional[List[List[int]]] = None
+    voxel_budget: Optional[int] = None
+    order: str = "cycle"
+
+    def __post_init__(self) -> None:
+        if not self.lengths:
+            raise ValueError(f"lengths must name at least one clip length, got {self.lengths!r}")
+        for t in self.lengths:
+            check_int("lengths item", t)
+        if self.pairs is not None:
+            if not self.pairs:
+                raise ValueError(f"pairs must be null or hold at least one [num_frames, batch_size], got {self.pairs!r}")
+            for p in self.pairs:
+                if len(p) != 2:
+                    raise ValueError(f"pairs item must be [num_frames, batch_size], got {p!r}")
+                check_int("pairs num_frames", p[0])
+                check_int("pairs batch_size", p[1])
+        if self.voxel_budget is not None:
+            check_int("voxel_budget", self.voxel_budget)
+        if self.order not in SHAPE_ORDERS:
+            raise ValueError(f"order must be one of {list(SHAPE_ORDERS)}, got {self.order!r}")
+
+
+@dataclass(frozen=True)
+class MultigridOptions:
+    """Options of ``multigrid`` (see :func:`multigrid`).
+
+    Attributes:
+        long_cycle: (temporal factor, spatial factor) of each stage, in (0, 1]; the last is usually (1, 1).
+        short_cycle: spatial factors alternated batch by batch inside a stage (empty: none).
+        num_long_cycles: long cycles over the run's epochs.
+    """
+
+    long_cycle: List[List[float]] = field(default_factory=lambda: [list(p) for p in DEFAULT_LONG_CYCLE])
+    short_cycle: List[float] = field(default_factory=lambda: list(DEFAULT_SHORT_CYCLE))
+    num_long_cycles: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.long_cycle:
+            raise ValueError(
+                f"long_cycle must hold at least one [temporal factor, spatial factor], got {self.long_cycle!r}"
+            )
+        for pair in self.long_cycle:
+            if len(pair) != 2:
+                raise ValueError(f"long_cycle item must be [temporal factor, spatial factor], got {pair!r}")
+            check_factor("long_cycle temporal factor", pair[0])
+            check_factor("long_cycle spatial factor", pair[1])
+        for f in self.short_cycle:
+            check_factor("short_cycle factor", f)
+        check_int("num_long_cycles", self.num_long_cycles)
 
 
 def constant_memory(
     base: Optional[tuple[int, int]] = None,
     *,
     crop_size: int,
-    pairs: Optional[Sequence[tuple[int, int]]] = None,
+    pairs: Optional[Sequence[Sequence[int]]] = None,
     voxel_budget: Optional[int] = None,
     lengths: Sequence[int] = DEFAULT_LENGTHS,
     order: str = "cycle",
@@ -212,49 +297,42 @@ def constant_memory(
         lengths: clip lengths used with ``base``.
         order: "cycle" or "random", see :class:`ShapeSchedule`.
     """
-    check_int("crop_size", crop_size, 1)
+    check_int("crop_size", crop_size)
     area = crop_size * crop_size
     if (base is None) == (pairs is None):
         raise ValueError(f"give exactly one of base or pairs, got base={base!r}, pairs={pairs!r}")
-    if voxel_budget is not None:
-        check_int("voxel_budget", voxel_budget, 1)
+    opts = ConstantMemoryOptions(  # checks every option, one place for the config and for callers
+        lengths=list(lengths), pairs=None if pairs is None else [list(p) for p in pairs],
+        voxel_budget=voxel_budget, order=order,
+    )
     scaled = []
     if base is not None:
         if len(base) != 2:
             raise ValueError(f"base must be (num_frames, batch_size), got {base!r}")
-        t0, b0 = check_int("base num_frames", base[0], 1), check_int("base batch_size", base[1], 1)
-        voxel_budget = voxel_budget if voxel_budget is not None else t0 * area * b0
-        if not lengths:
-            raise ValueError(f"lengths must name at least one clip length, got {lengths!r}")
-        for t in lengths:
-            check_int("lengths item", t, 1)
-            b = voxel_budget // (t * area)
+        t0, b0 = check_int("base num_frames", base[0]), check_int("base batch_size", base[1])
+        budget = voxel_budget if voxel_budget is not None else t0 * area * b0
+        for t in opts.lengths:
+            b = budget // (t * area)
             if b < 1:
                 raise ValueError(
-                    f"lengths item {t} does not fit voxel_budget={voxel_budget}: one clip of "
+                    f"lengths item {t} does not fit voxel_budget={budget}: one clip of "
                     f"{t}x{crop_size}^2 is {t * area} voxels"
                 )
             scaled.append((t, b))
     else:
-        if not pairs:
-            raise ValueError(f"pairs must hold at least one (num_frames, batch_size), got {pairs!r}")
-        for p in pairs:
-            if len(p) != 2:
-                raise ValueError(f"pairs items must be (num_frames, batch_size), got {p!r}")
-            check_int("pairs num_frames", p[0], 1)
-            check_int("pairs batch_size", p[1], 1)
-        biggest = max(t * area * b for t, b in pairs)
-        voxel_budget = voxel_budget if voxel_budget is not None else biggest
-        for t, b in pairs:
-            new_b = (b * voxel_budget) // biggest  # exact integer arithmetic: floor(b * budget / biggest)
+        given = opts.pairs or []  # not None here: exactly one of base and pairs is given
+        biggest = max(t * area * b for t, b in given)
+        budget = voxel_budget if voxel_budget is not None else biggest
+        for t, b in given:
+            new_b = (b * budget) // biggest  # exact integer arithmetic: floor(b * budget / biggest)
             if new_b < 1:
                 raise ValueError(
-                    f"pair ({t}, {b}) scaled to voxel_budget={voxel_budget} leaves batch_size 0 "
+                    f"pair ({t}, {b}) scaled to voxel_budget={budget} leaves batch_size 0 "
                     f"(one clip of {t}x{crop_size}^2 is {t * area} voxels)"
                 )
             scaled.append((t, new_b))
     shapes = tuple(ClipShape(t, crop_size, b) for t, b in dict.fromkeys(scaled))
-    return ShapeSchedule("constant_memory", (ScheduleStage(shapes),), voxel_budget=voxel_budget, order=order)
+    return ShapeSchedule("constant_memory", (ScheduleStage(shapes),), voxel_budget=budget, order=order)
 
 
 def _split_epochs(total: int, parts: int) -> list[int]:
@@ -265,11 +343,11 @@ def _split_epochs(total: int, parts: int) -> list[int]:
 
 def multigrid(
     num_frames: int,
-    batch_size: int,
     crop_size: int,
+    batch_size: int,
     *,
     epochs: int,
-    long_cycle: Sequence[tuple[float, float]] = DEFAULT_LONG_CYCLE,
+    long_cycle: Sequence[Sequence[float]] = DEFAULT_LONG_CYCLE,
     short_cycle: Sequence[float] = DEFAULT_SHORT_CYCLE,
     num_long_cycles: int = 1,
 ) -> ShapeSchedule:
@@ -288,19 +366,18 @@ def multigrid(
     rebuild between shapes is needed; the model must be fully convolutional in T and S (global
     pooling before the classifier), which the I3D models are.
     """
-    t0 = check_int("num_frames", num_frames, 1)
-    b0 = check_int("batch_size", batch_size, 1)
-    s0 = check_int("crop_size", crop_size, 1)
-    check_int("epochs", epochs, 1)
-    check_int("num_long_cycles", num_long_cycles, 1)
-    if not long_cycle:
-        raise ValueError(f"long_cycle must hold at least one (temporal, spatial) factor pair, got {long_cycle!r}")
-    voxel_budget = t0 * s0 * s0 * b0
-    n_stages = len(long_cycle) * num_long_cycles
+    base = ClipShape(num_frames, crop_size, batch_size)
+    t0, s0 = base.num_frames, base.crop_size
+    check_int("epochs", epochs)
+    opts = MultigridOptions(  # checks every option, one place for the config and for callers
+        long_cycle=[list(p) for p in long_cycle], short_cycle=list(short_cycle), num_long_cycles=num_long_cycles
+    )
+    voxel_budget = base.voxels
+    n_stages = len(opts.long_cycle) * opts.num_long_cycles
     if epochs < n_stages:
         raise ValueError(
             f"epochs={epochs} is fewer than the {n_stages} long-cycle stages "
-            f"({len(long_cycle)} factors x num_long_cycles={num_long_cycles})"
+            f"({len(opts.long_cycle)} factors x num_long_cycles={opts.num_long_cycles})"
         )
 
     def shape_for(t: int, s: int) -> ClipShape:
@@ -310,67 +387,117 @@ def multigrid(
         return ClipShape(t, s, b)
 
     cycle_stages = []
-    for pair in long_cycle:
-        if len(pair) != 2:
-            raise ValueError(f"long_cycle items must be (temporal factor, spatial factor), got {pair!r}")
-        ft = check_factor("long_cycle temporal factor", pair[0])
-        fs = check_factor("long_cycle spatial factor", pair[1])
+    for ft, fs in opts.long_cycle:
         t, s = max(1, round(t0 * ft)), max(1, round(s0 * fs))
         # short-cycle crops are fractions of the base crop, as in the paper's code: a stage whose
         # own crop is already S/sqrt(2) repeats that shape, keeping the cycle's rhythm
-        shapes = [shape_for(t, max(1, round(s0 * check_factor("short_cycle factor", f)))) for f in short_cycle]
+        shapes = [shape_for(t, max(1, round(s0 * f))) for f in opts.short_cycle]
         shapes.append(shape_for(t, s))
         cycle_stages.append(tuple(shapes))
-    stage_shapes = cycle_stages * num_long_cycles
+    stage_shapes = cycle_stages * opts.num_long_cycles
     stages = tuple(ScheduleStage(sh, e) for sh, e in zip(stage_shapes, _split_epochs(epochs, n_stages)))
     return ShapeSchedule("multigrid", stages, voxel_budget=voxel_budget, order="cycle")
 
 
-# -- the registry: every builder takes the same keywords (a BudgetConfig's), uses what it needs ---------
+# -- the registry: one entry per schedule, its builder and its declared options -----------------
+
+
+@dataclass(frozen=True)
+class RegisteredSchedule:
+    """A schedule of :data:`SCHEDULES`: ``build(base, options)`` (``build(base, options, epochs=n)``
+    when ``needs_epochs``) returns the :class:`ShapeSchedule` for the base shape ``base``."""
+
+    name: str
+    build: Callable[..., ShapeSchedule]
+    options: type  # a dataclass: the options' names, types, defaults and (in __post_init__) checks
+    needs_epochs: bool = False  # the schedule spreads its stages over the run's epochs
+
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self.options))
+
+
+SCHEDULES: Registry[RegisteredSchedule] = Registry("clip-shape schedule")
 
 ScheduleBuilder = Callable[..., ShapeSchedule]
-SCHEDULES: Registry[ScheduleBuilder] = Registry("clip-shape schedule")
 
 
-@SCHEDULES.register("fixed")
-def _build_fixed(*, num_frames: int, batch_size: int, crop_size: int, **_: Any) -> ShapeSchedule:
-    return fixed(num_frames, batch_size, crop_size)
+def register_schedule(
+    name: str, options: type = NoOptions, *, needs_epochs: bool = False
+) -> Callable[[ScheduleBuilder], ScheduleBuilder]:
+    """Decorator: register ``build(base: ClipShape, options) -> ShapeSchedule`` as schedule ``name``.
+
+    Args:
+        options: a dataclass of the schedule's options (every field with a default; checks in its
+            ``__post_init__``, raising ValueError that starts with the option's name). Each field
+            becomes a ``budget.<field>`` config key; a key two schedules share must have the same
+            type and default.
+        needs_epochs: ``build`` also takes ``epochs=`` (the run's epochs; a run bounded only by
+            steps cannot use the schedule).
+    """
+    if not isinstance(options, type) or not dataclasses.is_dataclass(options):
+        raise TypeError(f"schedule {name!r}: options must be a dataclass type, got {options!r}")
+    for f in dataclasses.fields(options):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise TypeError(f"schedule {name!r}: option {f.name!r} of {options.__name__} needs a default")
+
+    def add(build: ScheduleBuilder) -> ScheduleBuilder:
+        SCHEDULES.register(name, RegisteredSchedule(name, build, options, needs_epochs))
+        return build
+
+    return add
 
 
-@SCHEDULES.register("constant_memory")
-def _build_constant_memory(
-    *, num_frames: int, batch_size: int, crop_size: int, voxel_budget: Optional[int] = None,
-    lengths: Sequence[int] = DEFAULT_LENGTHS, pairs: Optional[Sequence[tuple[int, int]]] = None,
-    order: str = "cycle", **_: Any,
-) -> ShapeSchedule:
-    if pairs:
-        return constant_memory(crop_size=crop_size, pairs=[tuple(p) for p in pairs], voxel_budget=voxel_budget, order=order)
-    return constant_memory((num_frames, batch_size), crop_size=crop_size, voxel_budget=voxel_budget,
-                           lengths=lengths, order=order)
+def schedule_options(kind: str, values: Mapping[str, Any]) -> Any:
+    """The options object of schedule ``kind`` from ``values`` (missing ones take their defaults).
 
-
-@SCHEDULES.register("multigrid")
-def _build_multigrid(
-    *, num_frames: int, batch_size: int, crop_size: int, epochs: Optional[int] = None,
-    long_cycle: Sequence[tuple[float, float]] = DEFAULT_LONG_CYCLE, short_cycle: Sequence[float] = DEFAULT_SHORT_CYCLE,
-    num_long_cycles: int = 1, **_: Any,
-) -> ShapeSchedule:
-    if epochs is None:
-        raise ValueError("schedule 'multigrid' needs epochs (the long cycle is spread over them), got epochs=None")
-    return multigrid(num_frames, batch_size, crop_size, epochs=epochs, long_cycle=[tuple(p) for p in long_cycle],
-                     short_cycle=list(short_cycle), num_long_cycles=num_long_cycles)
-
-
-SCHEDULE_KINDS = SCHEDULES.names()
-_OPTIONS = {"epochs", "voxel_budget", "lengths", "pairs", "order", "long_cycle", "short_cycle", "num_long_cycles"}
-
-
-def build_schedule(kind: str, *, num_frames: int, batch_size: int, crop_size: int, **options: Any) -> ShapeSchedule:
-    """The schedule registered as ``kind`` for the base shape (``num_frames``, ``crop_size``,
-    ``batch_size``). ``options``: ``epochs`` (multigrid), ``voxel_budget``, ``lengths``, ``pairs``,
-    ``order`` (constant_memory), ``long_cycle``, ``short_cycle``, ``num_long_cycles`` (multigrid);
-    a builder ignores the ones it does not use."""
-    unknown = sorted(set(options) - _OPTIONS)
+    Raises:
+        ValueError: for an unknown schedule (listing the registered ones), an option ``kind`` does
+            not declare (listing the ones it does), or a bad value (naming the option).
+    """
+    entry = SCHEDULES.get(kind)
+    valid = entry.option_names()
+    unknown = sorted(set(values) - set(valid))
     if unknown:
-        raise ValueError(f"unknown schedule option(s) {unknown}; valid: {sorted(_OPTIONS)}")
-    return SCHEDULES.get(kind)(num_frames=num_frames, batch_size=batch_size, crop_size=crop_size, **options)
+        listed = ", ".join(valid) if valid else "none"
+        raise ValueError(f"schedule {kind!r} has no option(s) {unknown}; its options: {listed}")
+    return entry.options(**values)
+
+
+def build_schedule(kind: str, base: ClipShape, *, epochs: Optional[int] = None, **options: Any) -> ShapeSchedule:
+    """The schedule registered as ``kind`` for the base shape ``base`` (T, S, B).
+
+    Args:
+        epochs: the run's epochs; required by a schedule registered with ``needs_epochs``.
+        options: the schedule's own options (see :func:`schedule_options`); others are refused.
+    """
+    if not isinstance(base, ClipShape):
+        raise TypeError(f"base must be a ClipShape(num_frames, crop_size, batch_size), got {base!r}")
+    entry = SCHEDULES.get(kind)
+    opts = schedule_options(kind, options)
+    if not entry.needs_epochs:
+        return entry.build(base, opts)
+    if epochs is None:
+        raise ValueError(
+            f"schedule {kind!r} spreads its stages over the run's epochs: set trainer.epochs "
+            "(a run bounded only by trainer.max_steps cannot use it), got epochs=None"
+        )
+    return entry.build(base, opts, epochs=check_int("epochs", epochs))
+
+
+@register_schedule("fixed")
+def _build_fixed(base: ClipShape, options: NoOptions) -> ShapeSchedule:
+    return ShapeSchedule.single(base)
+
+
+@register_schedule("constant_memory", ConstantMemoryOptions)
+def _build_constant_memory(base: ClipShape, o: ConstantMemoryOptions) -> ShapeSchedule:
+    if o.pairs:
+        return constant_memory(crop_size=base.crop_size, pairs=o.pairs, voxel_budget=o.voxel_budget, order=o.order)
+    return constant_memory((base.num_frames, base.batch_size), crop_size=base.crop_size,
+                           voxel_budget=o.voxel_budget, lengths=o.lengths, order=o.order)
+
+
+@register_schedule("multigrid", MultigridOptions, needs_epochs=True)
+def _build_multigrid(base: ClipShape, o: MultigridOptions, *, epochs: int) -> ShapeSchedule:
+    return multigrid(base.num_frames, base.crop_size, base.batch_size, epochs=epochs, long_cycle=o.long_cycle,
+                     short_cycle=o.short_cycle, num_long_cycles=o.num_long_cycles)

@@ -1,34 +1,8 @@
 """Structured configs (Hydra ConfigStore schemas, ``schema.py``) and their start-up validation
 (``validation.py``)."""
 
-from videogn.config.schema import (
-    BudgetConfig,
-    ConfigError,
-    DataConfig,
-    EvalConfig,
-    ModelConfig,
-    NormConfig,
-    OptimConfig,
-    SchedConfig,
-    SyntheticConfig,
-    TrainConfig,
-    TrainerConfig,
-    register_configs,
-)
+from videogn.config import schema as _schema
+from videogn.config.schema import *  # noqa: F401,F403  (the schema's public names: its __all__)
 from videogn.config.validation import validate
 
-__all__ = [
-    "BudgetConfig",
-    "ConfigError",
-    "DataConfig",
-    "EvalConfig",
-    "ModelConfig",
-    "NormConfig",
-    "OptimConfig",
-    "SchedConfig",
-    "SyntheticConfig",
-    "TrainConfig",
-    "TrainerConfig",
-    "register_configs",
-    "validate",
-]
+__all__ = [*_schema.__all__, "validate"]

@@ -13,42 +13,50 @@ The YAML files under ``configs/`` state only what differs from these defaults.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import os
 import tempfile
+import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from videogn.optim import LR_SCHEDULES
+from videogn.budget.schedules import SCHEDULES
+from videogn.checks import check_int
+from videogn.defaults import DEFAULT_FILENAME_PATTERN, KINETICS_MEAN, KINETICS_STD, SyntheticSpec
+from videogn.optim import LR_SCHEDULES, OPTIMIZERS
 from videogn.runtime import PRECISIONS, env_rank
-
-if TYPE_CHECKING:
-    from videogn.data.synthetic import SyntheticSpec
 
 __all__ = [
     "BudgetConfig",
     "ConfigError",
     "DataConfig",
     "EvalConfig",
+    "EvalProtocolConfig",
     "ModelConfig",
     "NormConfig",
     "OptimConfig",
+    "PredictConfig",
     "SchedConfig",
     "SyntheticConfig",
     "TrainConfig",
     "TrainerConfig",
     "auto_num_workers",
+    "budget_config_class",
     "closest",
+    "given_fields",
     "register_configs",
+    "upgrade_train_config",
 ]
 
 DEVICES = ("auto", "cpu", "cuda")
 DIST_BACKENDS = ("auto", "gloo", "nccl")
-OPTIMIZERS = ("sgd",)
+VAL_UNITS = ("epoch", "step")  # trainer.val_unit
+BEST_METRICS = {"val_top1": "max", "val_top5": "max", "val_loss": "min"}  # trainer.best_metric -> better is
 DATASETS = ("synthetic", "kinetics")  # the one home of dataset names (videogn.engine.build resolves them)
 MAX_AUTO_WORKERS = 8  # data.num_workers=auto: the cores this process may use, at most this many
 
@@ -62,8 +70,7 @@ def _fail(name: str, rule: str, value: Any) -> None:
 
 
 def _int_at_least(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        _fail(name, f"an integer >= {low}", value)
+    check_int(name, value, low, error=ConfigError)
 
 
 def _real_in(name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> None:
@@ -108,6 +115,8 @@ class ModelConfig:
     weights: Optional[str] = None  # a video checkpoint loaded at build (videogn, pytorchvideo, state dict)
     weights_strict: bool = True  # with weights: missing or unexpected keys are an error
     weights_2d: Optional[str] = None  # a 2-D ResNet state dict (torchvision/timm) inflated at build
+    new_head: bool = False  # with weights: load all but the classifier, which starts fresh for this run's classes
+    freeze_stages: int = 0  # frozen (no grad, eval mode) stages: 1 the stem, 2 stem + res2, ... (ModelSpec.stages)
 
     def __post_init__(self) -> None:
         from videogn.models import list_models
@@ -122,6 +131,10 @@ class ModelConfig:
                 _fail(f"model.{key}", "a checkpoint path or null", value)
         if self.weights is not None and self.weights_2d is not None:
             _fail("model.weights_2d", "null when model.weights is set (one checkpoint per build)", self.weights_2d)
+        if self.new_head and self.weights is None:
+            _fail("model.new_head", "false when model.weights is null (there is no checkpoint head to replace)",
+                  self.new_head)
+        _int_at_least("model.freeze_stages", self.freeze_stages, 0)  # the upper bound is the model's stages (at build)
 
 
 @dataclass
@@ -135,29 +148,24 @@ class NormConfig:
         _choice("norm.name", self.name, _norm_names())
 
 
-@dataclass
-class SyntheticConfig:
-    """``data.synthetic``: size and difficulty of the built-in dataset (see ``SyntheticSpec``)."""
+def _fields_of(cls: type) -> list[tuple[str, Any, Any]]:
+    """``cls``'s fields as ``make_dataclass`` takes them (name, resolved type, default): a config
+    derived from a library dataclass has its keys, types and defaults, never copies of them."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.default_factory is not dataclasses.MISSING:
+            default = field(default_factory=f.default_factory)
+        else:
+            default = field(default=f.default)
+        out.append((f.name, hints[f.name], default))
+    return out
 
-    num_classes: int = 6
-    train_per_class: int = 100
-    val_per_class: int = 25
-    frames: int = 20
-    size: int = 32
-    fps: int = 25
-    min_speed: float = 1.0
-    max_speed: float = 2.5
-    num_distractors: int = 0
-    noise: float = 0.02
-    seed: int = 0
-    task: str = "motion"  # motion | tempo (classes by how often the motion reverses)
-    cache_dir: Optional[str] = None  # None: $VIDEOGN_CACHE or ~/.cache/videogn
 
-    def to_spec(self) -> "SyntheticSpec":
+class _SyntheticConfigMethods:
+    def to_spec(self) -> SyntheticSpec:
         """The dataset spec these settings describe (every field but ``cache_dir``)."""
-        from videogn.data.synthetic import spec_from_mapping
-
-        return spec_from_mapping({k: v for k, v in vars(self).items() if k != "cache_dir"})
+        return SyntheticSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SyntheticSpec)})
 
     def __post_init__(self) -> None:
         try:
@@ -166,12 +174,27 @@ class SyntheticConfig:
             raise ConfigError(str(e).replace("synthetic dataset: ", "data.synthetic.")) from None
 
 
+# ``data.synthetic``: every field of videogn.defaults.SyntheticSpec (its keys, types, defaults and,
+# through to_spec, its checks), plus where the generated files are cached.
+SyntheticConfig = dataclasses.make_dataclass(
+    "SyntheticConfig",
+    [*_fields_of(SyntheticSpec), ("cache_dir", Optional[str], field(default=None))],  # None: $VIDEOGN_CACHE or ~/.cache/videogn
+    bases=(_SyntheticConfigMethods,),
+    namespace={
+        "__module__": __name__,
+        "__doc__": "``data.synthetic``: size and difficulty of the built-in dataset (the fields of "
+        ":class:`videogn.defaults.SyntheticSpec`) and ``cache_dir`` (None: $VIDEOGN_CACHE or ~/.cache/videogn).",
+    },
+)
+
+
 @dataclass
 class DataConfig:
     """``data/``: where the videos are and how clips are sampled and augmented.
 
     For ``name=kinetics``, each split's videos are found under ``root/<split>_dir`` with file names
-    from the split's annotation CSV. For ``name=synthetic``, ``root`` and the annotations are set
+    from the split's annotation CSV, or at the paths of its list file, which are relative to that
+    folder (as ``datasets/kinetics/build_index.py`` writes them when given each split's folder). For ``name=synthetic``, ``root`` and the annotations are set
     by the generator.
     """
 
@@ -183,20 +206,30 @@ class DataConfig:
     val_annotation: Optional[str] = None
     train_split: Optional[str] = None  # value of the CSV's split column to keep (None: all rows)
     val_split: Optional[str] = None
-    filename_pattern: str = "{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
+    # a classes.json ({"name": index}, as datasets/kinetics/build_index.py writes): the run's classes in
+    # order; a label outside it stops the run naming file and row. None: classes.json beside the
+    # training annotation if there is one, else the training annotation's sorted labels
+    class_index: Optional[str] = None
+    # videos left out of both splits: a path or a list of paths of datasets/kinetics/scan.py reports
+    # (path<TAB>error lines; relative paths from the working directory). None: none left out
+    exclude: Any = None
+    filename_pattern: str = DEFAULT_FILENAME_PATTERN
     target_fps: Optional[float] = None
     train_scale: List[int] = field(default_factory=lambda: [256, 320])
     crop_size: int = 224
-    test_scale: int = 256
-    test_crop_size: Optional[int] = None  # None: test_scale (fully convolutional, the paper's protocol)
-    num_clips: int = 10
-    num_crops: int = 3
     flip: bool = True
-    mean: List[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
-    std: List[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
+    mean: List[float] = field(default_factory=lambda: list(KINETICS_MEAN))
+    std: List[float] = field(default_factory=lambda: list(KINETICS_STD))
     num_workers: Any = "auto"  # an int, or auto: the cores available (at most MAX_AUTO_WORKERS)
     backend: str = "auto"  # auto | a decoder of videogn.data.available_backends()
     max_retries: int = 10
+    # decode each video once into a memory-mapped uint8 file (videogn.data.clip_cache): small
+    # datasets read many times (the built-in one, sweeps); needs T*H*W*3 bytes per video on disk
+    cache_decoded: bool = False
+    # K training clips from one decoded span (1.5 clip spans) of each video, each with its own crop,
+    # scale, flip and offset; budget.batch_size counts clips (a multiple of K), an epoch is one pass
+    # over the videos (K x the steps of K = 1): for decode-bound loaders (README, "Several clips per decode")
+    clips_per_decode: int = 1
     synthetic: Optional[SyntheticConfig] = field(default_factory=SyntheticConfig)  # null for kinetics
 
     def __post_init__(self) -> None:
@@ -210,14 +243,6 @@ class DataConfig:
         if len(self.train_scale) != 2 or not 1 <= self.train_scale[0] <= self.train_scale[1]:
             _fail("data.train_scale", "[min, max] short-side sizes with 1 <= min <= max", list(self.train_scale))
         _int_at_least("data.crop_size", self.crop_size, 1)
-        _int_at_least("data.test_scale", self.test_scale, 1)
-        if self.test_crop_size is not None:
-            _int_at_least("data.test_crop_size", self.test_crop_size, 1)
-            if self.test_crop_size > self.test_scale:
-                _fail("data.test_crop_size", f"<= data.test_scale ({self.test_scale})", self.test_crop_size)
-        _int_at_least("data.num_clips", self.num_clips, 1)
-        if self.num_crops not in (1, 3):
-            _fail("data.num_crops", "1 or 3", self.num_crops)
         if self.target_fps is not None:
             _real_in("data.target_fps", self.target_fps, 0.0, 1e4, low_open=True)
         for key in ("mean", "std"):
@@ -230,87 +255,140 @@ class DataConfig:
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
             _fail("data.num_workers", "an integer >= 0 or 'auto'", self.num_workers)
         from videogn.data.decode import available_backends
+        from videogn.data.video_backends import unavailable_backends
 
+        missing = unavailable_backends()  # installed but unusable here (e.g. torchcodec without FFmpeg)
+        if self.backend in missing:
+            _fail("data.backend", f"a usable decoder ({self.backend!r}: {missing[self.backend]})", self.backend)
         _choice("data.backend", self.backend, ["auto", *available_backends()])
         _int_at_least("data.max_retries", self.max_retries, 0)
+        _int_at_least("data.clips_per_decode", self.clips_per_decode, 1)
+        if isinstance(self.exclude, str):
+            self.exclude = [self.exclude]
+        if self.exclude is not None and (
+            not isinstance(self.exclude, (list, tuple)) or not all(isinstance(p, str) and p for p in self.exclude)
+        ):
+            _fail("data.exclude", "null, a path or a list of paths (scan.py reports)", self.exclude)
+        if self.exclude is not None:
+            self.exclude = list(self.exclude)
 
 
 @dataclass
-class BudgetConfig:
+class _BudgetBase:
     """``budget/``: clip length x clips per batch (per process), the memory trade of the GN paper.
 
-    Each batch's shape (T, S, B) comes from a clip-shape schedule (:func:`videogn.budget.build_schedule`,
-    sampled by :class:`videogn.budget.ShapeBatchSampler`): ``schedule=fixed`` (every batch at
-    (``num_frames``, ``data.crop_size``, ``batch_size``)), ``constant_memory`` ((T, B) pairs at
-    about equal ``T * S^2 * B``: from ``lengths`` with the base (``num_frames``, ``batch_size``), or
-    from explicit ``pairs``, scaled to ``voxel_budget`` when given) or ``multigrid`` (Wu et al. 2020: a long cycle over (T, S, B) stages spread over
-    ``trainer.epochs``, a short cycle over S inside each epoch). Every batch holds one shape, the same
-    on every rank at every step; the learning rate follows each step's actual batch (see the
-    trainer), so ``num_frames``/``batch_size`` are also the shape the model is evaluated at.
+    Each batch's shape (T, S, B) comes from the clip-shape schedule named by ``schedule`` (one of
+    :data:`videogn.budget.SCHEDULES`, built by :func:`videogn.budget.build_schedule` for the base
+    shape (``num_frames``, ``data.crop_size``, ``batch_size``) and sampled by
+    :class:`videogn.budget.ShapeBatchSampler`): ``fixed`` (every batch at the base shape),
+    ``constant_memory`` ((T, B) pairs at about equal ``T * S^2 * B``) or ``multigrid`` (Wu et al.
+    2020: a long cycle over (T, S, B) stages spread over ``trainer.epochs``, a short cycle over S).
+    Every batch holds one shape, the same on every rank at every step; the learning rate follows
+    each step's actual batch (see the trainer), so ``num_frames``/``batch_size`` are also the shape
+    the model is evaluated at.
+
+    The schedules' own options are flat keys here too (``budget.lengths``, ``budget.pairs``,
+    ``budget.voxel_budget``, ``budget.order``; ``budget.long_cycle``, ``budget.short_cycle``,
+    ``budget.num_long_cycles``): each schedule declares them, with their types, defaults and checks,
+    in ``videogn/budget/schedules.py`` (``register_schedule``), and :func:`budget_config_class`
+    adds them. A value is checked whichever schedule is chosen; an option the chosen schedule does
+    not declare, set to other than its default, is refused.
     """
 
-    name: str = "fixed"
-    num_frames: int = 8
+    name: str = "fixed"  # a label of the budget (the YAML's name)
+    num_frames: int = MISSING  # T of the base shape: every budget file states its shape (no default fits all)
     stride: int = 2  # temporal sampling stride (frames of the source video between clip frames)
-    batch_size: int = 8  # clips per batch per process (before gradient accumulation)
-    schedule: str = "fixed"  # fixed | constant_memory | multigrid (videogn.budget.SCHEDULES)
-    lengths: List[int] = field(default_factory=lambda: [8, 16, 32, 64])  # constant_memory clip lengths
-    pairs: Optional[List[List[int]]] = None  # constant_memory: explicit [[T, B], ...] instead of lengths
-    voxel_budget: Optional[int] = None  # T * S^2 * B per process (None: the base shape's / largest pair's)
-    order: str = "cycle"  # how the shapes of a stage alternate over batches: cycle | random
+    batch_size: int = MISSING  # B of the base shape: clips per batch per process (before gradient accumulation)
+    schedule: str = "fixed"  # a name of videogn.budget.SCHEDULES: fixed | constant_memory | multigrid
     drop_last: bool = True  # drop, rather than pad, an epoch's last step that cannot be filled
-    long_cycle: List[List[float]] = field(
-        default_factory=lambda: [[0.25, 0.5**0.5], [0.5, 0.5**0.5], [0.5, 1.0], [1.0, 1.0]]
-    )  # multigrid: (temporal factor, spatial factor) per stage
-    short_cycle: List[float] = field(default_factory=lambda: [0.5, 0.5**0.5])  # multigrid: spatial factors
-    num_long_cycles: int = 1  # multigrid: long cycles over the run
+
+    def schedule_options(self) -> dict[str, Any]:
+        """The options ``schedule`` declares, by name: what :func:`videogn.budget.build_batch_sampler`
+        passes to its builder."""
+        names = SCHEDULES.get(self.schedule).option_names()
+        return {k: getattr(self, k) for k in names if hasattr(self, k)}  # absent: registered after this class
 
     def __post_init__(self) -> None:
-        from videogn.budget import SCHEDULE_KINDS, SHAPE_ORDERS
-
-        _int_at_least("budget.num_frames", self.num_frames, 1)
+        for key in ("num_frames", "batch_size"):
+            if getattr(self, key) != MISSING:  # '???' only in the schema's own instance: a composed config must give it
+                _int_at_least(f"budget.{key}", getattr(self, key), 1)
         _int_at_least("budget.stride", self.stride, 1)
-        _int_at_least("budget.batch_size", self.batch_size, 1)
-        _choice("budget.schedule", self.schedule, SCHEDULE_KINDS)
-        if not self.lengths:
-            _fail("budget.lengths", "a non-empty list of clip lengths", list(self.lengths))
-        for t in self.lengths:
-            _int_at_least("budget.lengths item", t, 1)
-        if self.pairs is not None:
-            if not self.pairs:
-                _fail("budget.pairs", "null or a non-empty list of [num_frames, batch_size]", list(self.pairs))
-            for p in self.pairs:
-                if len(p) != 2:
-                    _fail("budget.pairs item", "[num_frames, batch_size]", list(p))
-                _int_at_least("budget.pairs num_frames", p[0], 1)
-                _int_at_least("budget.pairs batch_size", p[1], 1)
-        if self.voxel_budget is not None:
-            _int_at_least("budget.voxel_budget", self.voxel_budget, 1)
-        _choice("budget.order", self.order, SHAPE_ORDERS)
-        if not self.long_cycle:
-            _fail("budget.long_cycle", "a non-empty list of [temporal factor, spatial factor]", list(self.long_cycle))
-        for p in self.long_cycle:
-            if len(p) != 2:
-                _fail("budget.long_cycle item", "[temporal factor, spatial factor]", list(p))
-            for f in p:
-                _real_in("budget.long_cycle factor", f, 0.0, 1.0, low_open=True)
-        for f in self.short_cycle:
-            _real_in("budget.short_cycle factor", f, 0.0, 1.0, low_open=True)
-        _int_at_least("budget.num_long_cycles", self.num_long_cycles, 1)
+        _choice("budget.schedule", self.schedule, SCHEDULES.names())
+        for kind in SCHEDULES.names():  # each value is checked by the schedule that declares it
+            entry = SCHEDULES.get(kind)
+            try:
+                entry.options(**{k: getattr(self, k) for k in entry.option_names() if hasattr(self, k)})
+            except ValueError as e:
+                raise ConfigError(f"budget.{e}") from None
+        own = SCHEDULES.get(self.schedule).option_names()
+        for f in dataclasses.fields(self):
+            if f.name in _BUDGET_BASE_KEYS or f.name in own:
+                continue
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if getattr(self, f.name) != default:
+                listed = ", ".join(f"budget.{k}" for k in own) or "none"
+                raise ConfigError(
+                    f"budget.{f.name} is not an option of budget.schedule={self.schedule!r} (its options: {listed}); "
+                    f"leave it at its default or choose a schedule that has it, got {getattr(self, f.name)!r}"
+                )
+
+
+_BUDGET_BASE_KEYS = frozenset(f.name for f in dataclasses.fields(_BudgetBase))
+
+
+def budget_config_class() -> type:
+    """The ``budget`` config dataclass for the schedules registered now: the base keys, then every
+    schedule's options as flat keys with the types and defaults that schedule declares.
+
+    :class:`BudgetConfig` is this for the built-in schedules; a schedule registered later (e.g. in a
+    test) is known to the classes built after it.
+
+    Raises:
+        TypeError: two schedules declare one option name with different types or defaults (one key
+            cannot have both), or an option shadows a base key.
+    """
+    declared: dict[str, tuple[str, Any, Any]] = {}
+    spec: list[tuple[str, Any, Any]] = []
+    for kind in SCHEDULES.names():
+        for name, tp, default in _fields_of(SCHEDULES.get(kind).options):
+            if name in _BUDGET_BASE_KEYS:
+                raise TypeError(f"schedule {kind!r}: option {name!r} would shadow the key budget.{name}")
+            factory = default.default_factory
+            value = factory() if factory is not dataclasses.MISSING else default.default
+            if name in declared:
+                other, other_tp, other_value = declared[name]
+                if (tp, value) != (other_tp, other_value):
+                    raise TypeError(
+                        f"schedules {other!r} and {kind!r} both declare option {name!r} with different types or "
+                        f"defaults ({other_tp}={other_value!r} vs {tp}={value!r}); the key budget.{name} needs one"
+                    )
+                continue
+            declared[name] = (kind, tp, value)
+            spec.append((name, tp, default))
+    return dataclasses.make_dataclass(
+        "BudgetConfig", spec, bases=(_BudgetBase,), namespace={"__module__": __name__, "__doc__": _BudgetBase.__doc__}
+    )
+
+
+BudgetConfig = budget_config_class()
 
 
 @dataclass
 class OptimConfig:
-    """``optim/``: SGD; ``lr`` is the rate at ``reference_batch_size`` clips (scaled linearly)."""
+    """``optim/``: SGD or AdamW; ``lr`` is the rate at ``reference_batch_size`` clips, scaled linearly
+    with the actual global batch for either optimizer (None: ``lr`` as is)."""
 
-    name: str = "sgd"
+    name: str = "sgd"  # sgd | adamw
     lr: float = 0.01
     reference_batch_size: Optional[int] = 64  # None: use lr as is, whatever the batch
-    momentum: float = 0.9
-    nesterov: bool = True
+    momentum: float = 0.9  # sgd
+    nesterov: bool = True  # sgd
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
     weight_decay: float = 1e-4
     norm_weight_decay: Optional[float] = 0.0  # norm weights and all biases; None: = weight_decay
     grad_clip_norm: Optional[float] = None
+    head_lr_mult: float = 1.0  # the classifier trains at lr x head_lr_mult (fine-tuning a new head)
+    label_smoothing: float = 0.0  # of the training loss (F.cross_entropy's label_smoothing)
 
     def __post_init__(self) -> None:
         _choice("optim.name", self.name, OPTIMIZERS)
@@ -318,8 +396,12 @@ class OptimConfig:
         if self.reference_batch_size is not None:
             _int_at_least("optim.reference_batch_size", self.reference_batch_size, 1)
         _real_in("optim.momentum", self.momentum, 0.0, 1.0, high_open=True)
-        if self.nesterov and self.momentum == 0:
+        if self.name == "sgd" and self.nesterov and self.momentum == 0:
             _fail("optim.momentum", "> 0 when optim.nesterov is true", self.momentum)
+        if len(self.betas) != 2 or any(not isinstance(b, (int, float)) or not 0 <= b < 1 for b in self.betas):
+            _fail("optim.betas", "two numbers in [0, 1)", list(self.betas))
+        _real_in("optim.head_lr_mult", self.head_lr_mult, 0.0, 1e6, low_open=True)
+        _real_in("optim.label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
         _real_in("optim.weight_decay", self.weight_decay, 0.0, 1.0)
         if self.norm_weight_decay is not None:
             _real_in("optim.norm_weight_decay", self.norm_weight_decay, 0.0, 1.0)
@@ -368,8 +450,19 @@ class TrainerConfig:
     log_every: int = 10
     progress_bar: Optional[bool] = None  # None: only when stderr is a terminal
     tensorboard: bool = True
-    eval_after_train: bool = True
-    eval_batch_size: int = 4  # videos (each with num_clips x num_crops views) per eval batch
+    eval_after_train: bool = True  # evaluate on the val split with the ``eval`` protocol after training
+    # validation during training (README "Validation during training"): every `val_every` epochs
+    # or steps (`val_unit`), with the `eval` protocol; null: never
+    val_every: Optional[int] = None
+    val_unit: str = "epoch"  # epoch | step
+    val_subset: Optional[int] = None  # validate on this many val videos (a seeded subset, the same each time); null: all
+    val_num_clips: Optional[int] = None  # clips per video when validating; null: eval.num_clips
+    best_metric: str = "val_top1"  # what checkpoints/best.pt is best at: val_top1 | val_top5 (max) | val_loss (min)
+    # none | blocks | full: recompute every residual block (and the stem) in backward instead of
+    # storing its activations (videogn.models.checkpointing): less memory, more step time
+    activation_checkpointing: str = "none"
+    channels_last: bool = False  # model and clips in torch.channels_last_3d (GroupNorm3d reads it in place)
+    compile: bool = False  # torch.compile the model in place (state-dict keys stay plain); slower on CPU
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None:
@@ -392,7 +485,116 @@ class TrainerConfig:
             _fail("trainer.resume", "'auto', 'never' or a checkpoint path", self.resume)
         _int_at_least("trainer.max_nonfinite_steps", self.max_nonfinite_steps, 1)
         _int_at_least("trainer.log_every", self.log_every, 1)
-        _int_at_least("trainer.eval_batch_size", self.eval_batch_size, 1)
+        if self.val_every is not None:
+            _int_at_least("trainer.val_every", self.val_every, 1)
+        _choice("trainer.val_unit", self.val_unit, VAL_UNITS)
+        if self.val_subset is not None:
+            _int_at_least("trainer.val_subset", self.val_subset, 1)
+        if self.val_num_clips is not None:
+            _int_at_least("trainer.val_num_clips", self.val_num_clips, 1)
+        _choice("trainer.best_metric", self.best_metric, BEST_METRICS)
+        from videogn.models.checkpointing import CHECKPOINT_MODES
+
+        _choice("trainer.activation_checkpointing", self.activation_checkpointing, CHECKPOINT_MODES)
+
+
+def _dataset_default(name: str) -> Any:
+    # the test-view defaults of the library's dataset, read when a config is made (not at import:
+    # importing videogn.data here would pull every decoder into `import videogn.config`)
+    import inspect
+
+    from videogn.data import KineticsDataset
+
+    return inspect.signature(KineticsDataset).parameters[name].default
+
+
+@dataclass
+class EvalProtocolConfig:
+    """``eval``: the multi-view test protocol, the one owner of it: ``num_clips`` clips spread over
+    each video x ``num_crops`` spatial crops, softmax averaged over the views. ``videogn-train``'s
+    final evaluation uses its run's section; ``videogn-eval`` the checkpoint's, with the fields given
+    on its command line (``eval.num_clips=3``) replacing the checkpoint's one by one."""
+
+    num_frames: Optional[int] = None  # None: the training clip length (budget.num_frames)
+    stride: Optional[int] = None  # None: the training stride (budget.stride)
+    num_clips: int = field(default_factory=lambda: _dataset_default("num_clips"))
+    num_crops: int = 3  # 1 (centre) or 3 (left/centre/right) crops per clip: 3 is the GN paper's protocol
+    test_scale: int = field(default_factory=lambda: _dataset_default("test_scale"))  # short side before cropping
+    test_crop_size: Optional[int] = None  # None: test_scale (fully convolutional, the paper's protocol)
+    batch_size: int = 4  # videos (each with num_clips x num_crops views) per batch and process
+
+    def __post_init__(self) -> None:
+        for key in ("num_frames", "stride", "test_crop_size"):
+            if getattr(self, key) is not None:
+                _int_at_least(f"eval.{key}", getattr(self, key), 1)
+        _int_at_least("eval.num_clips", self.num_clips, 1)
+        if self.num_crops not in (1, 3):
+            _fail("eval.num_crops", "1 or 3", self.num_crops)
+        _int_at_least("eval.test_scale", self.test_scale, 1)
+        if self.test_crop_size is not None and self.test_crop_size > self.test_scale:
+            _fail("eval.test_crop_size", f"<= eval.test_scale ({self.test_scale}) or null", self.test_crop_size)
+        _int_at_least("eval.batch_size", self.batch_size, 1)
+
+
+# Where the protocol lived before the ``eval`` section: a checkpoint's training config written then
+# is read with these keys moved (upgrade_train_config).
+_MOVED_TO_EVAL = {
+    ("data", "num_clips"): "num_clips", ("data", "num_crops"): "num_crops", ("data", "test_scale"): "test_scale",
+    ("data", "test_crop_size"): "test_crop_size", ("trainer", "eval_batch_size"): "batch_size",
+}
+
+
+def upgrade_train_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A training config (plain dict, e.g. a checkpoint's) with keys of older releases moved to
+    where this release reads them (``data.num_clips`` -> ``eval.num_clips``, ...)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+    moved = {}
+    for (section, key), new in _MOVED_TO_EVAL.items():
+        if isinstance(out.get(section), dict) and key in out[section]:
+            moved[new] = out[section].pop(key)
+    if moved:
+        out["eval"] = {**moved, **(out.get("eval") or {})}
+    return out
+
+
+def _dataclass_in(tp: Any) -> Optional[type]:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    tp = args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
+    return tp if dataclasses.is_dataclass(tp) else None
+
+
+def _override_of(cls: type) -> type:
+    """A dataclass with ``cls``'s fields, each Optional and None ("not given") by default, nested
+    configs likewise: a typed partial config laid over a whole one (see :func:`given_fields`).
+    Derived from ``cls``, so it can never drift from it."""
+    hints = typing.get_type_hints(cls)
+    spec: list[tuple[str, Any, Any]] = []
+    for f in dataclasses.fields(cls):
+        sub = _dataclass_in(hints[f.name])
+        if sub is not None:  # a nested config is a nested override, so data.synthetic.seed=1 works
+            part = _override_of(sub)
+            spec.append((f.name, Optional[part], field(default_factory=part)))
+        else:
+            spec.append((f.name, Optional[hints[f.name]], None))
+    name = f"{cls.__name__}Override"
+    doc = f"Fields of :class:`{cls.__name__}` to replace; None: keep the value it is laid over."
+    return dataclasses.make_dataclass(name, spec, namespace={"__module__": __name__, "__doc__": doc})
+
+
+DataConfigOverride = _override_of(DataConfig)
+EvalProtocolOverride = _override_of(EvalProtocolConfig)
+
+
+def given_fields(override: Any) -> dict[str, Any]:
+    """The fields an override sets (not None), nested overrides as dicts: ready for ``OmegaConf.merge``."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(override):
+        value = getattr(override, f.name)
+        if dataclasses.is_dataclass(value):
+            value = given_fields(value) or None
+        if value is not None:
+            out[f.name] = value
+    return out
 
 
 @dataclass
@@ -406,49 +608,70 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalProtocolConfig = field(default_factory=EvalProtocolConfig)
     name: str = "run"  # a label for logs and reports
 
 
 @dataclass
-class EvalConfig:
-    """Everything ``videogn-eval`` needs (``configs/eval.yaml``); unset values come from the
-    checkpoint's training config."""
+class _CheckpointJobConfig:
+    """What ``videogn-eval`` and ``videogn-predict`` share: a checkpoint and the overrides laid over
+    its training config. ``data`` and ``eval`` go field by field: ``data.root=/new/place`` or
+    ``eval.num_clips=3`` change that one value (a field cannot be set back to null this way)."""
 
     checkpoint: str = MISSING
-    data: Optional[DataConfig] = None  # None: the data config the checkpoint was trained with
-    split: str = "val"
-    num_clips: Optional[int] = None
-    num_crops: Optional[int] = None
-    batch_size: int = 4
-    num_workers: Optional[int] = None
+    data: DataConfigOverride = field(default_factory=DataConfigOverride)  # type: ignore[valid-type]
+    eval: EvalProtocolOverride = field(default_factory=EvalProtocolOverride)  # type: ignore[valid-type]
+    num_workers: Optional[int] = None  # None: data.num_workers
     precision: str = "fp32"
     device: str = "auto"
     dist_backend: str = "auto"
     progress_bar: Optional[bool] = None
     output_dir: Optional[str] = None  # None: the Hydra run directory
     # a checkpoint without a videogn training config (pytorchvideo .pyth, torchvision state dict):
-    model: Optional[ModelConfig] = None  # required then (e.g. model=x3d_s norm=bn); else must stay null
+    model: Optional[ModelConfig] = None  # required then (e.g. model=x3d_s norm=bn data=kinetics400); else must stay null
     norm: Optional[NormConfig] = None  # None: the checkpoint's norm, or gn
-    num_frames: Optional[int] = None  # None: the checkpoint's budget.num_frames
-    stride: Optional[int] = None  # None: the checkpoint's budget.stride
 
     def __post_init__(self) -> None:
         if not self.checkpoint:
             _fail("checkpoint", "a checkpoint path", self.checkpoint)
-        for key in ("num_frames", "stride"):
-            if getattr(self, key) is not None:
-                _int_at_least(key, getattr(self, key), 1)
-        _choice("split", self.split, ("train", "val"))
-        if self.num_clips is not None:
-            _int_at_least("num_clips", self.num_clips, 1)
-        if self.num_crops is not None and self.num_crops not in (1, 3):
-            _fail("num_crops", "1 or 3", self.num_crops)
-        _int_at_least("batch_size", self.batch_size, 1)
         if self.num_workers is not None:
             _int_at_least("num_workers", self.num_workers, 0)
         _choice("precision", self.precision, PRECISIONS)
         _choice("device", self.device, DEVICES)
         _choice("dist_backend", self.dist_backend, DIST_BACKENDS)
+
+
+@dataclass
+class EvalConfig(_CheckpointJobConfig):
+    """Everything ``videogn-eval`` needs (``configs/eval.yaml``)."""
+
+    split: str = "val"
+    resume: bool = True  # a rerun into the same run dir reuses the videos already predicted there (same checkpoint and settings)
+    # evaluate although the checkpoint's classifier has another number of outputs than the data has
+    # classes (its classifier then starts random): refused by default, the numbers would be chance
+    allow_class_mismatch: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _choice("split", self.split, ("train", "val"))
+
+
+@dataclass
+class PredictConfig(_CheckpointJobConfig):
+    """Everything ``videogn-predict`` needs (``configs/predict.yaml``): the classes of new videos
+    under :class:`EvalConfig`'s checkpoint rules (model, clip and protocol from the checkpoint).
+    For a checkpoint without a videogn training config, ``model``, ``eval.num_frames`` and
+    ``class_names`` are required."""
+
+    inputs: str = MISSING  # a video file, a folder (searched recursively) or a list file (one path per line)
+    top_k: int = 5  # classes listed per video (at most the number of classes)
+    class_names: Optional[str] = None  # JSON list or classes.json ({name: index}); None: the checkpoint's
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.inputs:
+            _fail("inputs", "a path", self.inputs)
+        _int_at_least("top_k", self.top_k, 1)
 
 
 def _norm_names() -> tuple[str, ...]:
@@ -474,5 +697,6 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="predict_schema", node=PredictConfig)
     OmegaConf.register_new_resolver("videogn_rank0_dir", _rank0_dir, replace=True)
     OmegaConf.register_new_resolver("videogn_rank0_only", _rank0_only, replace=True)

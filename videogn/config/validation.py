@@ -10,7 +10,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from videogn.config.schema import ConfigError, EvalConfig, TrainConfig, closest
+from videogn.config.schema import ConfigError, EvalConfig, PredictConfig, TrainConfig, closest
 
 __all__ = ["unknown_key_error", "unknown_keys", "validate"]
 
@@ -50,16 +50,16 @@ def unknown_key_error(key: str, near: Optional[str]) -> ConfigError:
     return ConfigError(f"{key} is not a config key{hint} (see videogn/config/schema.py for every key)")
 
 
-def validate(cfg: DictConfig | TrainConfig | EvalConfig) -> Any:
+def validate(cfg: DictConfig | TrainConfig | EvalConfig | PredictConfig) -> Any:
     """Turn a composed config into its dataclass, checking every range and choice.
 
     Raises:
         ConfigError: naming the offending field and value (missing ``???`` values included).
     """
-    if isinstance(cfg, (TrainConfig, EvalConfig)):
+    if isinstance(cfg, (TrainConfig, EvalConfig, PredictConfig)):
         obj = cfg
     else:
-        schema = EvalConfig if "checkpoint" in cfg else TrainConfig
+        schema = PredictConfig if "inputs" in cfg else EvalConfig if "checkpoint" in cfg else TrainConfig
         for key, near in unknown_keys(cfg, schema)[:1]:
             raise unknown_key_error(key, near)
         try:
@@ -71,9 +71,9 @@ def validate(cfg: DictConfig | TrainConfig | EvalConfig) -> Any:
             cause = e.__cause__ if isinstance(e.__cause__, ConfigError) else None
             if cause is not None:
                 raise cause from None
-            if "Missing mandatory value" in str(e):
+            if "missing mandatory value" in str(e).lower():  # OmegaConf words it both ways
                 raise ConfigError(f"{key} must be given (it is '???' in the config), e.g. {key}=...") from None
             raise ConfigError(f"invalid config value at {key}: {e}") from None
-    if not isinstance(obj, (TrainConfig, EvalConfig)):
-        raise ConfigError(f"expected a train or eval config, got {type(obj).__name__}")
+    if not isinstance(obj, (TrainConfig, EvalConfig, PredictConfig)):
+        raise ConfigError(f"expected a train, eval or predict config, got {type(obj).__name__}")
     return obj

@@ -1,7 +1,7 @@
 """Video data: encoding/decoding, annotations (Kinetics CSVs, list files, class folders), the clip
 dataset, sampling, transforms."""
 
-from videogn.data.decode import VideoDecodeError, VideoReader, available_backends, check_video
+from videogn.data.decode import VideoDecodeError, VideoReader, available_backends, check_video, unavailable_backends
 from videogn.data.encode import SUPPORTED_CODECS, resize_video, write_video
 from videogn.data.annotations import (
     Annotations,
@@ -20,7 +20,16 @@ from videogn.data.annotations import (
     write_missing_videos,
 )
 from videogn.data.dataset import KineticsDataset, collate_clips, make_worker_init_fn
-from videogn.data.sampling import SHORT_VIDEO_RULES, clip_span, clip_step, eval_clip_indices, train_clip_indices
+from videogn.data.sampling import (
+    DECODE_SPAN_FACTOR,
+    SHORT_VIDEO_RULES,
+    clip_span,
+    clip_step,
+    decode_span,
+    eval_clip_indices,
+    train_clip_indices,
+    train_clips_indices,
+)
 from videogn.data.transforms import (
     KINETICS_MEAN,
     KINETICS_STD,
@@ -33,6 +42,7 @@ from videogn.data.transforms import (
 )
 
 __all__ = [
+    "DECODE_SPAN_FACTOR",
     "KINETICS_MEAN",
     "KINETICS_STD",
     "SHORT_VIDEO_RULES",
@@ -49,6 +59,7 @@ __all__ = [
     "clip_span",
     "clip_step",
     "collate_clips",
+    "decode_span",
     "eval_clip_indices",
     "eval_transform",
     "find_videos",
@@ -66,7 +77,9 @@ __all__ = [
     "scan_class_folders",
     "spatial_crops",
     "train_clip_indices",
+    "train_clips_indices",
     "train_transform",
+    "unavailable_backends",
     "write_class_index",
     "write_missing_videos",
     "write_video",

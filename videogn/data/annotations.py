@@ -1,6 +1,7 @@
 """Video annotations: official Kinetics CSVs, list files and folder-per-class trees, turned into
-:class:`VideoRecord` lists with one class-index policy (:func:`load_annotations`), plus the
-Kinetics index builder and the report of annotated videos whose file is missing.
+:class:`VideoRecord` sequences (a compact :class:`~videogn.data.index.RecordIndex`) with one
+class-index policy (:func:`load_annotations`), plus the Kinetics index builder and the report of
+annotated videos whose file is missing.
 
 Layouts understood for ``root`` with an official CSV: any tree under ``root`` (``split/label/file``,
 ``label/file`` or flat) -- files are matched by name (``filename_pattern``, any video extension),
@@ -17,12 +18,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+# the record types live with their compact storage; re-exported here, where they always were
+from videogn.data.index import MissingVideo, MissingVideos, RecordIndex, VideoRecord
 
 __all__ = [
     "CLASS_INDEX_FILE",
     "DEFAULT_FILENAME_PATTERN",
     "VIDEO_EXTENSIONS",
+    "AnnotationError",
     "Annotations",
     "MissingVideo",
     "VideoRecord",
@@ -31,6 +36,7 @@ __all__ = [
     "load_annotations",
     "load_class_index",
     "missing_videos",
+    "read_exclude_list",
     "read_kinetics_csv",
     "read_list_file",
     "resolve_csv_records",
@@ -40,21 +46,15 @@ __all__ = [
 ]
 
 CLASS_INDEX_FILE = "classes.json"  # looked for beside the annotation (or in root for folder trees)
-DEFAULT_FILENAME_PATTERN = "{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
+from videogn.defaults import DEFAULT_FILENAME_PATTERN  # noqa: E402  (its home: a leaf the config schema imports)
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
 SPLIT_ALIASES = {"val": "validate", "validation": "validate", "valid": "validate"}
 
 
-@dataclass
-class VideoRecord:
-    """One annotated video. ``path`` is None when the file was not found; ``label`` is -1 when
-    the annotation has none (Kinetics test CSVs)."""
-
-    key: str
-    path: Path | None
-    label: int
-    label_name: str | None = None
+class AnnotationError(ValueError):
+    """An annotation the user gave cannot be used (a bad row, a label outside the class index); the
+    message names the file and row. A ``ValueError``, so older callers keep catching it."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -71,15 +71,19 @@ def read_kinetics_csv(path: str | Path, split: str | None = None) -> list[dict[s
     Returns:
         dicts with keys label (str or None), youtube_id, time_start, time_end (int), split.
     """
+    return list(_iter_kinetics_csv(path, split))
+
+
+def _iter_kinetics_csv(path: str | Path, split: str | None) -> Iterator[dict[str, Any]]:
+    """:func:`read_kinetics_csv`'s rows one at a time (the index builder keeps no row dicts)."""
     path = Path(path)
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         fields = set(reader.fieldnames or [])
         need = {"youtube_id", "time_start", "time_end"}
         if not need <= fields:
-            raise ValueError(f"{path}: not a Kinetics CSV, columns {sorted(fields)} lack {sorted(need - fields)}")
+            raise AnnotationError(f"{path}: not a Kinetics CSV, columns {sorted(fields)} lack {sorted(need - fields)}")
         want = SPLIT_ALIASES.get(split, split) if split else None
-        rows = []
         for n, row in enumerate(reader, start=2):
             try:
                 rec = {
@@ -90,11 +94,10 @@ def read_kinetics_csv(path: str | Path, split: str | None = None) -> list[dict[s
                     "split": (row.get("split") or "").strip(),
                 }
             except (TypeError, ValueError) as e:
-                raise ValueError(f"{path}:{n}: bad row {row} ({e})") from e
+                raise AnnotationError(f"{path}:{n}: bad row {row} ({e})") from e
             if want and SPLIT_ALIASES.get(rec["split"], rec["split"]) != want:
                 continue
-            rows.append(rec)
-    return rows
+            yield rec
 
 
 def read_list_file(path: str | Path) -> list[tuple[str, int]]:
@@ -108,11 +111,11 @@ def read_list_file(path: str | Path) -> list[tuple[str, int]]:
             continue
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2:
-            raise ValueError(f"{path}:{n}: expected 'relative/path label_index', got {line!r}")
+            raise AnnotationError(f"{path}:{n}: expected 'relative/path label_index', got {line!r}")
         try:
             label = int(parts[1])
         except ValueError as e:
-            raise ValueError(f"{path}:{n}: label must be an integer, got {parts[1]!r}") from e
+            raise AnnotationError(f"{path}:{n}: label must be an integer, got {parts[1]!r}") from e
         out.append((parts[0], label))
     return out
 
@@ -123,29 +126,41 @@ def scan_class_folders(root: str | Path) -> tuple[list[str], list[tuple[Path, st
     Returns:
         (sorted class names, [(video path, class name)] sorted by path).
     """
+    classes, items = _class_folder_files(root)
+    return classes, [(Path(p), c) for p, c in items]
+
+
+def _class_folder_files(root: str | Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """:func:`scan_class_folders` with path strings (no Path object per video)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"root {str(root)!r} is not a directory")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     items = []
     for c in classes:
-        for dirpath, _, files in os.walk(root / c):
+        # joined as strings, so every path starts with str(root) + sep (also for root '.')
+        for dirpath, _, files in os.walk(os.path.join(str(root), c)):
             for name in files:
                 if name.lower().endswith(VIDEO_EXTENSIONS):
-                    items.append((Path(dirpath) / name, c))
-    items.sort(key=lambda t: str(t[0]))
+                    items.append((os.path.join(dirpath, name), c))
+    items.sort(key=lambda t: t[0])
     return classes, items
 
 
 def find_videos(root: str | Path) -> dict[str, Path]:
     """Map file stem -> path for every video under ``root`` (one recursive scan). When a stem occurs
     twice, the first in sorted path order wins (deterministic)."""
-    found: dict[str, Path] = {}
+    return {stem: Path(p) for stem, p in _video_files(root).items()}
+
+
+def _video_files(root: str | Path) -> dict[str, str]:
+    """:func:`find_videos` with path strings (no Path object per video)."""
+    found: dict[str, str] = {}
     for dirpath, dirnames, files in os.walk(root):
         dirnames.sort()
         for name in sorted(files):
             if name.lower().endswith(VIDEO_EXTENSIONS):
-                found.setdefault(os.path.splitext(name)[0], Path(dirpath) / name)
+                found.setdefault(os.path.splitext(name)[0], os.path.join(dirpath, name))
     return found
 
 
@@ -178,78 +193,129 @@ def resolve_csv_records(
 ) -> list[VideoRecord]:
     """Attach files under ``root`` to CSV rows. A file matches by stem, any video extension."""
     videos = find_videos(root) if videos is None else videos
-    out = []
+    keys, paths, names = _csv_columns(rows, filename_pattern, videos)
+    labels = _label_indices(names, class_to_idx)
+    return [VideoRecord(k, p, lab, n) for k, p, lab, n in zip(keys, paths, labels, names)]
+
+
+def _csv_columns(
+    rows: Iterable[Mapping[str, Any]], filename_pattern: str, videos: Mapping[str, Any]
+) -> tuple[list[str], list[Any], list[str | None]]:
+    """CSV rows -> (file names, found files or None, label names or None), one entry per row."""
+    keys, paths, names = [], [], []
     for row in rows:
         name = filename_pattern.format(**row)
-        stem = os.path.splitext(name)[0]
-        label_name = row.get("label")
-        if label_name is not None and label_name not in class_to_idx:
-            raise ValueError(f"label {label_name!r} is not in the class index ({len(class_to_idx)} classes)")
-        label = class_to_idx[label_name] if label_name is not None else -1
-        out.append(VideoRecord(key=name, path=videos.get(stem), label=label, label_name=label_name))
-    return out
+        keys.append(name)
+        paths.append(videos.get(os.path.splitext(name)[0]))
+        names.append(row.get("label"))
+    return keys, paths, names
+
+
+def _label_indices(names: Sequence[str | None], class_to_idx: Mapping[str, int]) -> list[int]:
+    """Label names -> class indices (None -> -1); a name outside the class index is an error."""
+    try:
+        return [class_to_idx[n] if n is not None else -1 for n in names]
+    except KeyError as e:
+        raise AnnotationError(f"label {e.args[0]!r} is not in the class index ({len(class_to_idx)} classes)") from None
+
+
+def _csv_line_of(path: Path, split: str | None, label: str) -> int | None:
+    """The file line of the first row of ``path`` (in ``split``) labelled ``label`` (error messages only)."""
+    want = SPLIT_ALIASES.get(split, split) if split else None
+    with path.open(newline="", encoding="utf-8") as f:
+        for n, row in enumerate(csv.DictReader(f), start=2):
+            if want and SPLIT_ALIASES.get((row.get("split") or "").strip(), (row.get("split") or "").strip()) != want:
+                continue
+            if (row.get("label") or "").strip() == label:
+                return n
+    return None
+
+
+def _list_line_of(path: Path, rel: str) -> int | None:
+    """The line of ``path`` that lists ``rel`` (error messages only)."""
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.strip().rsplit(maxsplit=1)
+        if len(parts) == 2 and parts[0] == rel:
+            return n
+    return None
+
+
+def _index_source(given: Mapping[str, int] | None, index_path: Path | None, derived_from: str) -> str:
+    """Where the class index came from, for messages."""
+    if index_path is not None:
+        return f"{index_path}, {len(given or {})} classes"
+    return f"given as a mapping, {len(given)} classes" if given is not None else f"derived from {derived_from}"
 
 
 def build_kinetics_index(
     csv_paths: Sequence[str | Path],
-    root: str | Path,
+    root: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     *,
     filename_pattern: str = DEFAULT_FILENAME_PATTERN,
     class_index: str | Path | Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Turn official Kinetics CSVs and a video folder into list files the dataset loads fast.
+    """Turn official Kinetics CSVs and video folders into list files the dataset loads fast.
+
+    ``root`` is one folder per CSV (in order: each split's own folder, the dataset's
+    ``data.root/data.<split>_dir``), or one folder for every CSV. Each CSV's files are searched for
+    under its folder and its list file's paths are relative to that folder: the rule the dataset
+    reads list files by (``KineticsDataset(folder, list_file)``), so with one folder per split the
+    lists work with the default ``data.train_dir``/``data.val_dir``.
 
     Writes into ``out_dir``: ``classes.json`` (sorted union of the CSV labels unless
-    ``class_index`` is given; the dataset reads it from beside the list files), and per CSV
+    ``class_index`` is given; give it to a run as ``data.class_index``), and per CSV
     ``<stem>.txt`` (``relative/path label_index``, label -1 for unlabelled test rows) and
     ``<stem>_missing.txt`` (:func:`write_missing_videos`: rows whose file was not found).
 
     Returns:
         summary: {csv stem: {"rows", "found", "missing"}} plus "num_classes" and "class_index".
+
+    Raises:
+        FileNotFoundError: a folder or CSV that does not exist.
+        ValueError: as many folders as neither 1 nor the CSVs; an :class:`AnnotationError` for a
+            bad row or a label outside ``class_index`` (naming file and row).
     """
-    root, out_dir = Path(root), Path(out_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"root {str(root)!r} is not a directory")
+    roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
+    if len(roots) not in (1, len(csv_paths)):
+        raise ValueError(f"give one video folder for every CSV or one for all, got {len(roots)} folders "
+                         f"for {len(csv_paths)} CSVs")
+    for r in roots:
+        if not r.is_dir():
+            raise FileNotFoundError(f"root {str(r)!r} is not a directory")
+    roots = roots * len(csv_paths) if len(roots) == 1 else roots
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {Path(p).stem: read_kinetics_csv(p) for p in csv_paths}
+    if len(tables) != len(csv_paths):
+        raise ValueError(f"the CSVs' names must differ (each gives <name>.txt), got {[str(p) for p in csv_paths]}")
     if class_index is not None:
         class_to_idx = load_class_index(class_index)
     else:
         labels = sorted({r["label"] for rows in tables.values() for r in rows if r["label"] is not None})
         class_to_idx = {c: i for i, c in enumerate(labels)}
+    for (stem, rows), csv_path in zip(tables.items(), csv_paths):
+        unknown = sorted({r["label"] for r in rows if r["label"] is not None and r["label"] not in class_to_idx})
+        if unknown:
+            line = _csv_line_of(Path(csv_path), None, unknown[0])
+            raise AnnotationError(f"{csv_path}:{line}: label {unknown[0]!r} is not in the class index "
+                                  f"{str(class_index)!r} ({len(class_to_idx)} classes)")
     classes_path = write_class_index(out_dir / CLASS_INDEX_FILE, sorted(class_to_idx, key=class_to_idx.__getitem__))
-    videos = find_videos(root)
+    scans = {r: find_videos(r) for r in dict.fromkeys(roots)}  # each folder scanned once
     summary: dict[str, Any] = {
-        "num_classes": len(class_to_idx), "class_index": str(classes_path), "num_files": len(videos)
+        "num_classes": len(class_to_idx), "class_index": str(classes_path),
+        "num_files": sum(len(v) for v in scans.values()),
     }
-    for stem, rows in tables.items():
-        recs = resolve_csv_records(rows, root, class_to_idx, filename_pattern, videos)
+    for (stem, rows), split_root in zip(tables.items(), roots):
+        recs = resolve_csv_records(rows, split_root, class_to_idx, filename_pattern, scans[split_root])
         found = [r for r in recs if r.path is not None]
-        missing = missing_videos(recs, root)
+        missing = missing_videos(recs, split_root)
         (out_dir / f"{stem}.txt").write_text(
-            "".join(f"{r.path.relative_to(root).as_posix()} {r.label}\n" for r in found), encoding="utf-8"
+            "".join(f"{r.path.relative_to(split_root).as_posix()} {r.label}\n" for r in found), encoding="utf-8"
         )
         write_missing_videos(missing, out_dir / f"{stem}_missing.txt")
         summary[stem] = {"rows": len(recs), "found": len(found), "missing": len(missing)}
     return summary
-
-
-@dataclass(frozen=True)
-class MissingVideo:
-    """An annotation row whose video file does not exist.
-
-    Attributes:
-        key: the row's file name (CSV: ``filename_pattern`` applied to the row, which holds the
-            youtube_id and times; list file: its relative path; folder trees never miss files).
-        expected: where the file was looked for (CSV rows match by stem, any extension, anywhere
-            under root: this is ``root/key``).
-        label: the row's class index (-1: unlabelled).
-    """
-
-    key: str
-    expected: Path
-    label: int
 
 
 def missing_videos(records: Sequence[VideoRecord], root: str | Path) -> list[MissingVideo]:
@@ -267,14 +333,37 @@ def write_missing_videos(missing: Sequence[MissingVideo], path: str | Path) -> P
     return path
 
 
+def read_exclude_list(paths: str | Path | Sequence[str | Path]) -> set[str]:
+    """The videos listed in ``datasets/kinetics/scan.py`` reports (``path<TAB>error`` lines; a line
+    holding only a path works too; blank lines and ``#`` comments skipped), as real absolute paths
+    (relative ones from the working directory, where scan.py wrote them): what
+    :class:`~videogn.data.KineticsDataset`'s ``exclude`` takes.
+
+    Raises:
+        FileNotFoundError: a report that does not exist.
+    """
+    out: set[str] = set()
+    for report in [paths] if isinstance(paths, (str, Path)) else paths:
+        report = Path(report).expanduser()
+        if not report.is_file():
+            raise FileNotFoundError(f"exclude list {str(report)!r} not found (a datasets/kinetics/scan.py report)")
+        for line in report.read_text(encoding="utf-8").splitlines():
+            path = line.split("\t", 1)[0].strip()
+            if path and not path.startswith("#"):
+                out.add(os.path.realpath(os.path.expanduser(path)))
+    return out
+
+
 @dataclass
 class Annotations:
-    """A parsed annotation (see :func:`load_annotations`)."""
+    """A parsed annotation (see :func:`load_annotations`). ``records`` and ``missing`` are compact
+    read-only sequences (:class:`~videogn.data.index.RecordIndex`,
+    :class:`~videogn.data.index.MissingVideos`): records are built on access."""
 
-    records: list[VideoRecord]  # every annotated video, in annotation order (path None: missing)
+    records: RecordIndex  # every annotated video, in annotation order (path None: missing)
     class_to_idx: dict[str, int]
     class_index_path: Path | None  # the JSON the class index came from; None: given as a mapping or derived
-    missing: list[MissingVideo] = field(default_factory=list)
+    missing: Sequence[MissingVideo] | MissingVideos = field(default_factory=list)
 
     @property
     def classes(self) -> list[str]:
@@ -309,9 +398,15 @@ def load_annotations(
         Derived indices depend on the split's labels, so train and val of one run should share a
         written or given index (the training run writes its classes with :func:`write_class_index`).
 
+    Returns:
+        :class:`Annotations`; its records are a :class:`~videogn.data.index.RecordIndex` (flat
+        arrays, no Python object per video: shared, not copied, by DataLoader workers).
+
     Raises:
         FileNotFoundError: ``root`` is not a folder or ``annotation`` does not exist.
-        ValueError: a label or class folder outside the class index, ``split`` without a CSV.
+        AnnotationError: (a ``ValueError``) a bad row, a label or class folder outside the class
+            index, naming the file and row.
+        ValueError: ``split`` without a CSV.
     """
     root = Path(root)
     if not root.is_dir():
@@ -330,18 +425,33 @@ def load_annotations(
         given = load_class_index(beside) if beside.is_file() else None
         index_path = beside if given is not None else None
 
+    # columns (keys, path strings, label indices), never one object per video: see videogn.data.index
     if ann is None:
-        classes, items = scan_class_folders(root)
+        classes, items = _class_folder_files(root)
         class_to_idx = given if given is not None else {c: i for i, c in enumerate(classes)}
         unknown = sorted(set(classes) - set(class_to_idx))
         if unknown:
-            raise ValueError(f"class folders {unknown[:5]} are not in the class index ({len(class_to_idx)} classes)")
-        recs = [VideoRecord(p.relative_to(root).as_posix(), p, class_to_idx[c], c) for p, c in items]
+            raise AnnotationError(f"class folders {unknown[:5]} of {root} are not in the class index "
+                                  f"({_index_source(given, index_path, str(root))})")
+        cut = len(os.path.join(str(root), ""))  # the paths start with root/ (os.walk under it)
+        paths = [p for p, _ in items]
+        keys = [p[cut:].replace(os.sep, "/") for p in paths]  # relative_to(root).as_posix()
+        labels = [class_to_idx[c] for _, c in items]
     elif ann.suffix.lower() == ".csv":
-        rows = read_kinetics_csv(ann, split)
-        labels = sorted({r["label"] for r in rows if r["label"] is not None})
-        class_to_idx = given if given is not None else {c: i for i, c in enumerate(labels)}
-        recs = resolve_csv_records(rows, root, class_to_idx, filename_pattern)
+        keys, paths, names = _csv_columns(_iter_kinetics_csv(ann, split), filename_pattern, _video_files(root))
+        derived = sorted({n for n in names if n is not None})
+        class_to_idx = given if given is not None else {c: i for i, c in enumerate(derived)}
+        unknown = sorted({n for n in names if n is not None and n not in class_to_idx})
+        if unknown:
+            line = _csv_line_of(ann, split, unknown[0])
+            more = f" (and {len(unknown) - 1} more label(s): {unknown[1:4]})" if len(unknown) > 1 else ""
+            raise AnnotationError(
+                f"{ann}:{line}: label {unknown[0]!r} is not in the class index "
+                f"({_index_source(given, index_path, ann.name)}){more} — add it to the class index "
+                "(data.class_index) or fix the row"
+            )
+        labels = _label_indices(names, class_to_idx)
+        del names
     else:
         pairs = read_list_file(ann)
         if given is not None:
@@ -350,11 +460,19 @@ def load_annotations(
             k = max((lab for _, lab in pairs), default=-1) + 1
             class_to_idx = {str(i): i for i in range(k)}
         num = len(class_to_idx)
-        names = sorted(class_to_idx, key=class_to_idx.__getitem__)
-        recs = []
+        base = str(root)
+        keys, paths, labels = [], [], []
         for rel, lab in pairs:
             if not -1 <= lab < num:
-                raise ValueError(f"{ann}: label {lab} of {rel!r} is outside -1..{num - 1} (class index of {num})")
-            p = root / rel
-            recs.append(VideoRecord(rel, p if p.is_file() else None, lab, names[lab] if lab >= 0 else None))
-    return Annotations(recs, class_to_idx, index_path, missing_videos(recs, root))
+                raise AnnotationError(
+                    f"{ann}:{_list_line_of(ann, rel)}: label {lab} of {rel!r} is outside -1..{num - 1}, the class "
+                    f"index ({_index_source(given, index_path, ann.name)}) — fix the row or give the class index "
+                    "it was written for (data.class_index)"
+                )
+            p = os.path.join(base, rel)  # as root / rel
+            keys.append(rel)
+            paths.append(p if os.path.isfile(p) else None)
+            labels.append(lab)
+    classes = sorted(class_to_idx, key=class_to_idx.__getitem__)
+    recs = RecordIndex(root, keys, paths, labels, classes)
+    return Annotations(recs, class_to_idx, index_path, MissingVideos(recs))

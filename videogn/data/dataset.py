@@ -6,19 +6,22 @@ layout), the batch collate function and the DataLoader worker seeding. Annotatio
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import AbstractSet, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from videogn.data.annotations import DEFAULT_FILENAME_PATTERN, MissingVideo, VideoRecord, load_annotations
+from videogn.data.annotations import DEFAULT_FILENAME_PATTERN, VideoRecord, load_annotations
 from videogn.data.decode import VideoDecodeError, VideoReader
+from videogn.data.index import MissingVideos, RecordIndex
 from videogn.data.video_backends import BACKENDS
-from videogn.data.sampling import SHORT_VIDEO_RULES, clip_step, eval_clip_indices, train_clip_indices
+from videogn.data.sampling import (SHORT_VIDEO_RULES, clip_step, eval_clip_indices, train_clip_indices,
+                                   train_clips_indices)
 from videogn.data.transforms import KINETICS_MEAN, KINETICS_STD, apply_train_crop, eval_transform, sample_train_crop
 
 __all__ = ["KineticsDataset", "collate_clips", "make_worker_init_fn"]
@@ -56,22 +59,43 @@ class KineticsDataset(torch.utils.data.Dataset):
             ``write_class_index(path, dataset.classes)``).
         filename_pattern: CSV row -> file name.
         backend: decoding backend for :class:`VideoReader`.
-        bad_video_log: train mode: file to which every bad video is appended (path + error).
+        bad_video_log: train mode: file to which every bad video is appended (path + error), by
+            the process that decoded it (each replacement is also in the item's ``replaced``).
         max_retries: train mode: consecutive bad videos tolerated before a ``RuntimeError``.
         short_video: clip rule for videos shorter than a clip (``"loop"`` or ``"repeat_last"``).
         keep_missing: keep annotated-but-missing files as samples (they come back ``valid=False``);
             default: True in test mode (so evaluation counts them), False in train mode.
+        clips_per_decode: train mode: K training clips from one decoded span of each video
+            (:func:`~videogn.data.sampling.train_clips_indices`: a span of 1.5 clip spans, each
+            clip with its own temporal offset in it, crop, scale and flip); the item's ``video`` is
+            then (K, 3, T, H, W) and :func:`collate_clips` gives each clip its own batch row. A
+            batch sampler over the dataset takes it from here (:class:`~videogn.budget.ShapeBatchSampler`).
         dtype: ``"float32"`` (normalised clips) or ``"uint8"`` (raw pixels after the geometry; the
             caller normalises on the training device with :func:`~videogn.data.transforms.normalize_batch`
             and the same ``mean``/``std``: 4x fewer bytes from workers and to the device).
+        exclude: real absolute paths of videos to leave out of the samples in either mode (e.g.
+            :func:`~videogn.data.annotations.read_exclude_list` of a ``scan.py`` report); how many
+            were left out is ``excluded``. Annotated videos without a file are not affected.
 
     Attributes: ``records``, ``classes``, ``class_to_idx``, ``class_index_path``, ``missing``
     (:class:`~videogn.data.annotations.MissingVideo` for each annotated video without a file; in
-    train mode they are left out of the samples, in test mode kept as ``valid=False`` items).
+    train mode they are left out of the samples, unless ``keep_missing``, in test mode kept as
+    ``valid=False`` items). ``records`` is a :class:`~videogn.data.index.RecordIndex`: a read-only
+    sequence of :class:`~videogn.data.annotations.VideoRecord` stored as flat arrays, so DataLoader
+    workers share it with the parent instead of copying it page by page (any start method).
 
-    Items: ``dict(video, label, index, path, valid, error)``; ``video`` is float (uint8 with
-    ``dtype="uint8"``) (3, T, H, W) in train mode, (V, 3, T, H, W) in test mode. A bad video is replaced in train mode (logged) and
-    never in test mode (zeros, ``valid=False``, ``error`` says why).
+    Items: ``dict(video, label, index, path, valid, error, replaced)``; ``video`` is float (uint8 with
+    ``dtype="uint8"``) (3, T, H, W) in train mode, (V, 3, T, H, W) in test mode; with
+    ``clips_per_decode`` K > 1, (K, 3, T, H, W) and ``clips=K``. A bad video is replaced in train mode (logged) and
+    never in test mode (zeros, ``valid=False``, ``error`` says why). ``replaced`` lists the
+    ``(path, cause)`` of the bad videos this item was drawn in place of (train mode; else empty), so
+    the training process hears of every bad video, whichever loader worker met it.
+
+    In a DataLoader worker, decoding runs with file descriptor 2 pointed at ``/dev/null``: decord's
+    C++ code prints its own error lines there (``video_reader.cc:86: ERROR opening ...``) even at
+    its quietest log level, beside the :class:`VideoDecodeError` that says the same. A worker runs
+    nothing but the dataset, so only what the decode itself prints is dropped; in the main process
+    (``num_workers=0``), where other threads may be writing, stderr is left alone.
     """
 
     def __init__(
@@ -101,11 +125,18 @@ class KineticsDataset(torch.utils.data.Dataset):
         short_video: str = "loop",
         keep_missing: bool | None = None,
         dtype: str = "float32",
+        clips_per_decode: int = 1,
+        exclude: AbstractSet[str] | None = None,
     ) -> None:
         if dtype not in ("float32", "uint8"):
             raise ValueError(f"dtype must be 'float32' or 'uint8', got {dtype!r}")
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        if isinstance(clips_per_decode, bool) or not isinstance(clips_per_decode, int) or clips_per_decode < 1:
+            raise ValueError(f"clips_per_decode must be an int >= 1, got {clips_per_decode!r}")
+        if mode == "test" and clips_per_decode != 1:
+            raise ValueError(f"clips_per_decode is for train mode (test views are num_clips x num_crops), "
+                             f"got {clips_per_decode} with mode='test'")
         if not isinstance(num_frames, int) or num_frames < 1:
             raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
         clip_step(stride)  # validates stride
@@ -134,6 +165,7 @@ class KineticsDataset(torch.utils.data.Dataset):
         self.bad_video_log = Path(bad_video_log) if bad_video_log is not None else None
         self.max_retries, self.short_video = max_retries, short_video
         self.dtype = dtype
+        self.clips_per_decode = clips_per_decode
         keep_missing = (mode == "test") if keep_missing is None else keep_missing
         self.keep_missing = keep_missing
 
@@ -141,8 +173,18 @@ class KineticsDataset(torch.utils.data.Dataset):
         self.classes: list[str] = ann.classes
         self.class_index_path: Path | None = ann.class_index_path
         # annotated videos without a file: named, so a run can report them (write_missing_videos)
-        self.missing: list[MissingVideo] = ann.missing
-        self.records = ann.records if keep_missing else [r for r in ann.records if r.path is not None]
+        # one index for both when the missing are samples; else each holds only its own rows
+        found = ann.records.found
+        self.records: RecordIndex = ann.records if keep_missing else ann.records.take(found)
+        self.missing: MissingVideos = ann.missing if keep_missing else MissingVideos(ann.records.take(~found))
+        self.excluded = 0  # videos left out because ``exclude`` lists them
+        if exclude:
+            keep = ~_listed(self.records, exclude)
+            self.excluded = int((~keep).sum())
+            if self.excluded:
+                self.records = self.records.take(keep)
+                if keep_missing:  # the missing are samples: the same index serves both
+                    self.missing = MissingVideos(self.records)
 
     # -- info -----------------------------------------------------------------------------------
     @property
@@ -168,6 +210,7 @@ class KineticsDataset(torch.utils.data.Dataset):
             "num_videos": len(self.records),
             "num_annotated": len(self.records) + (0 if self.keep_missing else len(self.missing)),
             "num_missing": len(self.missing),
+            "num_excluded": self.excluded,
             "missing": [m.key for m in self.missing],
             "num_classes": self.num_classes,
             "class_index": str(self.class_index_path) if self.class_index_path else None,
@@ -192,9 +235,17 @@ class KineticsDataset(torch.utils.data.Dataset):
     def _path_of(self, rec: VideoRecord) -> str:
         return str(rec.path) if rec.path is not None else str(self.root / rec.key)
 
+    # data.cache_decoded: a videogn.data.clip_cache.DecodedCache that readers come from first
+    # (set by clip_cache.attach_decoded_cache; a video it lacks is decoded as usual)
+    frame_cache: Any = None
+
     def _open(self, rec: VideoRecord) -> VideoReader:
         if rec.path is None:
             raise VideoDecodeError(self.root / rec.key, "file not found (listed in the annotation)")
+        if self.frame_cache is not None:
+            cached = self.frame_cache.reader(rec.path)
+            if cached is not None:
+                return cached
         return VideoReader(rec.path, backend=self.backend)
 
     def _step(self, vr: VideoReader) -> float:
@@ -224,16 +275,45 @@ class KineticsDataset(torch.utils.data.Dataset):
         return apply_train_crop(clip, crop, crop_size=crop_size, mean=self.mean, std=self.std,
                                 channels_last=self.channels_last, normalized=self.dtype == "float32")
 
+    def _train_clips(self, rec: VideoRecord, t: int, crop_size: int, k: int) -> torch.Tensor:
+        """``k`` random training clips of one decoded span, (k, 3, T, crop, crop); drawn from the
+        same RNG as one clip: the span's start and the k offsets, then each clip's crop."""
+        with self._open(rec) as vr:
+            idx = train_clips_indices(len(vr), t, self._step(vr), k, short_video=self.short_video)  # (k, T)
+            crops = [sample_train_crop(*vr.frame_size, scale=self.train_scale, crop_size=crop_size, flip=self.flip)
+                     for _ in range(k)]
+            # one decode for all k: every frame any clip takes, inside the box holding every crop
+            top, left = min(c.top for c in crops), min(c.left for c in crops)
+            bottom, right = max(c.top + c.height for c in crops), max(c.left + c.width for c in crops)
+            frames, inv = self._read(vr, idx, window=(top, left, bottom - top, right - left))
+        clips = []
+        for crop, pos in zip(crops, inv):
+            y, x = crop.top - top, crop.left - left
+            # (T, h, w, 3): the clip's frames of its own box, contiguous for the resize
+            window = frames[:, y : y + crop.height, x : x + crop.width].index_select(0, torch.from_numpy(pos))
+            clips.append(apply_train_crop(window, crop, crop_size=crop_size, mean=self.mean, std=self.std,
+                                          channels_last=self.channels_last, normalized=self.dtype == "float32"))
+        if clips[0].stride(0) == 1:  # C innermost (uint8, channels_last): keep it so in the stack
+            return torch.stack([c.movedim(0, -1) for c in clips]).movedim(-1, 1)  # (k, 3, T, crop, crop)
+        return torch.stack(clips)  # (k, 3, T, crop, crop)
+
     def _train_item(self, index: int, t: int, crop: int) -> dict[str, Any]:
-        errors = []
+        errors: list[str] = []
+        replaced: list[tuple[str, str]] = []
         for attempt in range(self.max_retries + 1):
             rec = self.records[index]
             try:
-                video = self._train_clip(rec, t, crop)
-                return {"video": video, "label": rec.label, "index": index, "path": self._path_of(rec),
-                        "valid": True, "error": ""}
+                with _native_stderr_quieted():
+                    k = self.clips_per_decode
+                    video = self._train_clip(rec, t, crop) if k == 1 else self._train_clips(rec, t, crop, k)
+                item = {"video": video, "label": rec.label, "index": index, "path": self._path_of(rec),
+                        "valid": True, "error": "", "replaced": replaced}
+                if k > 1:
+                    item["clips"] = k  # collate_clips: one batch row per clip
+                return item
             except VideoDecodeError as e:
                 errors.append(str(e))
+                replaced.append((self._path_of(rec), " ".join(str(e).split())))
                 self._log_bad(self._path_of(rec), str(e))
                 index = random.randrange(len(self))  # python RNG: seeded per worker
         raise RuntimeError(
@@ -244,7 +324,7 @@ class KineticsDataset(torch.utils.data.Dataset):
     def _test_item(self, index: int, t: int, crop: int) -> dict[str, Any]:
         rec = self.records[index]
         try:
-            with self._open(rec) as vr:
+            with _native_stderr_quieted(), self._open(rec) as vr:
                 idx = eval_clip_indices(len(vr), t, self._step(vr), self.num_clips, short_video=self.short_video)
                 frames, inv = self._read(vr, idx)
             views = []
@@ -261,7 +341,7 @@ class KineticsDataset(torch.utils.data.Dataset):
             video = torch.zeros(self.num_views, 3, t, crop, crop, dtype=getattr(torch, self.dtype))
             valid, error = False, str(e)
         return {"video": video, "label": rec.label, "index": index, "path": self._path_of(rec),
-                "valid": valid, "error": error}
+                "valid": valid, "error": error, "replaced": []}
 
     def _log_bad(self, path: str, error: str) -> None:
         if self.bad_video_log is None:
@@ -276,20 +356,66 @@ class KineticsDataset(torch.utils.data.Dataset):
             os.close(fd)
 
 
+def _listed(records: RecordIndex, paths: AbstractSet[str]) -> np.ndarray:
+    """Per record: whether its file's real path is in ``paths`` (bool). The root is resolved once
+    (its prefix swapped for the real one), not every file: a 240k-video split stays fast."""
+    prefix = records.root if records.root.endswith(os.sep) else records.root + os.sep
+    real_prefix = os.path.join(os.path.realpath(records.root), "")
+    out = np.zeros(len(records), dtype=bool)
+    for i in np.flatnonzero(records.found):
+        p = str(records.path(int(i)))
+        real = real_prefix + p[len(prefix):] if p.startswith(prefix) else os.path.realpath(p)
+        out[i] = real in paths
+    return out
+
+
+@contextlib.contextmanager
+def _native_stderr_quieted() -> Iterator[None]:
+    """In a DataLoader worker: fd 2 -> /dev/null for the block (decoders' C++ prints; see the class
+    docstring). Elsewhere: nothing, since another thread of the process may be writing to stderr."""
+    if torch.utils.data.get_worker_info() is None:
+        yield
+        return
+    import sys
+
+    try:
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 # ----------------------------------------------------------------------------------------------
 # loader helpers
 
 
 def collate_clips(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Stack dataset items: ``video`` (N, 3, T, H, W) or (N, V, 3, T, H, W), ``label``/``index``
-    int64, ``valid`` bool tensors; ``path`` and ``error`` lists. Channels-last clips give a
-    ``channels_last_3d`` batch.
+    int64, ``valid`` bool tensors; ``path`` and ``error`` lists; ``replaced``: the ``(path, cause)``
+    of every bad video the batch's items replaced. Channels-last clips give a ``channels_last_3d`` batch.
+    Training items of K clips (``clips=K``: ``clips_per_decode``) give K rows each, consecutive, with
+    the item's label, index, path, valid and error repeated: N = items x K.
 
     Raises:
-        ValueError: empty batch, or clips of different shapes in one batch.
+        ValueError: empty batch, clips of different shapes in one batch, or items of different
+            clip counts.
     """
     if len(batch) == 0:
         raise ValueError("collate_clips got an empty batch")
+    counts = sorted({int(b.get("clips", 1)) for b in batch})
+    if len(counts) != 1:
+        raise ValueError(f"items in one batch must hold the same number of clips, got clips={counts}")
+    items = batch
+    if counts[0] > 1:  # (K, 3, T, H, W) per item -> K rows (3, T, H, W), views
+        batch = [{**b, "video": v} for b in items for v in b["video"].unbind(0)]
     videos = [b["video"] for b in batch]
     shapes = {tuple(v.shape) for v in videos}
     if len(shapes) != 1:
@@ -315,6 +441,7 @@ def collate_clips(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "valid": torch.tensor([bool(b["valid"]) for b in batch], dtype=torch.bool),
         "path": [b["path"] for b in batch],
         "error": [b["error"] for b in batch],
+        "replaced": [tuple(r) for b in items for r in b.get("replaced", ())],  # once per item, not per clip
     }
 
 

@@ -29,7 +29,11 @@ full PyAV decodes):
 * ``backend="torchcodec"`` (optional) is exact where it opens a file and refuses containers
   without per-frame pts; measured slower than the PyAV reader per clip (17.3 against 20.8 clips/s
   on in-order 340x256 H.264, docs/benchmarks/loader.md), so ``auto`` does not pick it. Its use is
-  ``device="cuda"``: NVDEC decoding straight into GPU memory.
+  ``device="cuda"``: NVDEC decoding straight into GPU memory. Without FFmpeg's shared libraries
+  it is unavailable and asking for it raises :class:`VideoDecodeError` saying what to install.
+* Which backends exist, which ``auto`` tries and in what order: the registry in
+  :mod:`videogn.data.video_backends` (:data:`~videogn.data.video_backends.BACKENDS`,
+  :data:`~videogn.data.video_backends.AUTO_ORDER`); this module only asks it.
 """
 
 from __future__ import annotations
@@ -38,17 +42,22 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 import numpy as np
 import torch
 
+from videogn.checks import check_int
+import videogn.data.torchcodec_backend  # noqa: F401  (registers the torchcodec backend)
 from videogn.data.video_backends import (
-    BACKENDS, VideoDecodeError, as_index_array, available_backends, check_file, check_window, have_decord,
-    probe_frame_order, torchcodec_import_error,
+    AUTO_ORDER, BACKENDS, VideoBackend, VideoDecodeError, as_index_array, auto_backends, available_backends, check_file,
+    check_window, probe_frame_order, unavailable_backends,
 )
 
-__all__ = ["VideoDecodeError", "VideoReader", "available_backends", "check_video", "probe_frame_order"]
+__all__ = [
+    "VideoDecodeError", "VideoReader", "available_backends", "check_video", "probe_frame_order",
+    "unavailable_backends",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +79,16 @@ class VideoReader:
 
     Args:
         path: video file.
-        backend: ``"auto"`` (PyAV, decord fallback per file), ``"pyav"``, ``"decord"`` or ``"torchcodec"``.
+        backend: ``"auto"`` (the backends of ``AUTO_ORDER`` in turn, per file: PyAV, then decord)
+            or a name registered in ``video_backends.BACKENDS``: ``"pyav"``, ``"decord"``, ``"torchcodec"``.
         num_threads: decoder threads; keep 1 inside DataLoader workers (parallelism comes from workers).
         device: ``"cpu"``, or ``"cuda"``/``"cuda:N"`` to decode with NVDEC (torchcodec only; the
             frames then come back on that device).
 
     Raises:
-        VideoDecodeError: the file is missing, empty, not a video, has no video stream or no frames,
-            or is truncated/corrupt (may also be raised by :meth:`get_frames`).
+        VideoDecodeError: the backend asked for cannot be used on this machine (the cause says why
+            and what to install), or the file is missing, empty, not a video, has no video stream or
+            no frames, or is truncated/corrupt (may also be raised by :meth:`get_frames`).
 
     Example:
         >>> with VideoReader("clip.mp4") as vr:
@@ -87,35 +98,35 @@ class VideoReader:
     def __init__(
         self, path: str | os.PathLike, backend: str = "auto", num_threads: int = 1, device: str = "cpu"
     ) -> None:
-        if backend not in ("auto", *BACKENDS):
+        if backend != "auto" and backend not in BACKENDS:
             raise ValueError(f"backend must be one of {['auto', *BACKENDS]}, got {backend!r}")
-        if not isinstance(num_threads, int) or num_threads < 0:
-            raise ValueError(f"num_threads must be an int >= 0 (0 = codec default), got {num_threads!r}")
+        check_int("num_threads (0 = codec default)", num_threads, 0)
         dev = torch.device(device)
-        if dev.type != "cpu" and backend != "torchcodec":
-            raise ValueError(f"device={device!r} needs backend='torchcodec' (NVDEC); got backend={backend!r}")
+        if dev.type != "cpu" and (backend == "auto" or dev.type not in BACKENDS.get(backend).devices):
+            able = " or ".join(repr(n) for n in BACKENDS if dev.type in BACKENDS.get(n).devices)
+            raise ValueError(f"device={device!r} needs backend={able or '(none registered)'}; got backend={backend!r}")
         self.path = Path(path)
         self.num_threads = num_threads
         self.device = str(dev)
-        if backend == "decord" and not have_decord():
-            raise ValueError("backend='decord' requested but decord (pip install decord2) does not import")
-        if backend == "torchcodec" and torchcodec_import_error() is not None:
-            raise ValueError(f"backend='torchcodec' requested but torchcodec does not import "
-                             f"({torchcodec_import_error()}); pip install 'videogn[torchcodec]' and FFmpeg's libraries")
-        if backend == "auto":  # PyAV first (measured faster, see the module docstring), decord as the fallback
-            self._order = ["pyav", "decord"] if have_decord() else ["pyav"]
+        if backend == "auto":
+            self._order = auto_backends()
+            if not self._order:
+                whys = "; ".join(f"{n}: {unavailable_backends()[n]}" for n in AUTO_ORDER)
+                raise VideoDecodeError(self.path, f"no backend available ({whys})", backend)
         else:
+            why = BACKENDS.get(backend).unavailable_reason()
+            if why is not None:
+                raise VideoDecodeError(self.path, f"backend unavailable: {why}", backend)
             self._order = [backend]
         self._errors: list[VideoDecodeError] = []
         self._impl = self._open_next()
 
-    def _open_next(self) -> Any:
+    def _open_next(self) -> VideoBackend:
         while self._order:
             name = self._order.pop(0)
             try:
                 check_file(self.path, name)
-                extra = {"device": self.device} if name == "torchcodec" else {}
-                impl = BACKENDS[name](self.path, self.num_threads, **extra)
+                impl: VideoBackend = BACKENDS.get(name)(self.path, self.num_threads, device=self.device)
             except VideoDecodeError as e:
                 self._errors.append(e)
                 if not self._order or e.cause in ("file not found", "empty file (0 bytes)", "not a regular file"):
@@ -126,7 +137,7 @@ class VideoReader:
             return impl
         self._raise_collected()
 
-    def _raise_collected(self) -> None:
+    def _raise_collected(self) -> NoReturn:
         errs = self._errors
         if len(errs) == 1:
             raise errs[0]

@@ -17,6 +17,8 @@ import av
 import numpy as np
 import torch
 
+from videogn.checks import check_int
+
 __all__ = ["PARTIAL_MARK", "SUPPORTED_CODECS", "partial_path", "resize_video", "write_video"]
 
 SUPPORTED_CODECS = ("libx264", "mpeg4")
@@ -224,8 +226,7 @@ def resize_video(
     from videogn.data.decode import VideoDecodeError
 
     src, dst = Path(src), Path(dst)
-    if not isinstance(short_side, int) or short_side < 2:
-        raise ValueError(f"short_side must be an int >= 2, got {short_side!r}")
+    check_int("short_side", short_side, 2)
     if codec not in SUPPORTED_CODECS:
         raise ValueError(f"codec must be one of {SUPPORTED_CODECS}, got {codec!r}")
     if not isinstance(bframes, int) or not 0 <= bframes <= 16:

@@ -10,6 +10,11 @@ Videos shorter than a clip (the rule is ``short_video``):
   stays at the sampled speed, the video restarts (mmaction2's ``out_of_bound_opt="loop"``).
 * ``"repeat_last"``: the clip starts at frame 0 and indices past the end repeat the last frame
   (PySlowFast's clamping) -- the clip ends on a freeze.
+
+Several training clips per decode (``clips_per_decode`` K > 1, :func:`train_clips_indices`): one
+span of :func:`decode_span` frames -- :data:`DECODE_SPAN_FACTOR` (1.5) times a clip's span, clamped
+to the video -- starts at a uniformly random frame, and each of the K clips starts at its own
+uniformly random offset inside it, so one decode of the span serves all K.
 """
 
 from __future__ import annotations
@@ -19,16 +24,21 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["SHORT_VIDEO_RULES", "clip_step", "clip_span", "train_clip_indices", "eval_clip_indices"]
+from videogn.checks import check_int
+
+__all__ = ["DECODE_SPAN_FACTOR", "SHORT_VIDEO_RULES", "clip_step", "clip_span", "decode_span", "train_clip_indices",
+           "train_clips_indices", "eval_clip_indices"]
 
 SHORT_VIDEO_RULES = ("loop", "repeat_last")
+# The span decoded for K > 1 clips, in clip spans: long enough that the K clips are not near
+# copies of one another, short enough that decoding it costs far less than K separate clips.
+DECODE_SPAN_FACTOR = 1.5
 
 
 def clip_step(stride: int, video_fps: float | None = None, target_fps: float | None = None) -> float:
     """Step between sampled frames, in source frames: ``stride``, or ``video_fps / target_fps``."""
     if target_fps is None:
-        if not isinstance(stride, int) or stride < 1:
-            raise ValueError(f"stride must be an int >= 1, got {stride!r}")
+        check_int("stride", stride)
         return float(stride)
     if not target_fps > 0:
         raise ValueError(f"target_fps must be > 0, got {target_fps!r}")
@@ -42,11 +52,16 @@ def clip_span(num_frames: int, step: float) -> int:
     return int(round((num_frames - 1) * step)) + 1
 
 
+def decode_span(num_frames: int, step: float) -> int:
+    """Source frames decoded for several clips of one video: ``ceil(DECODE_SPAN_FACTOR *
+    clip_span)`` (95 for 32 frames at step 2), before clamping to the video."""
+    return math.ceil(DECODE_SPAN_FACTOR * clip_span(num_frames, step))
+
+
 def _check(num_video_frames: int, num_frames: int, short_video: str) -> None:
     if num_video_frames < 1:
         raise ValueError(f"num_video_frames must be >= 1, got {num_video_frames}")
-    if not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
+    check_int("num_frames", num_frames)
     if short_video not in SHORT_VIDEO_RULES:
         raise ValueError(f"short_video must be one of {SHORT_VIDEO_RULES}, got {short_video!r}")
 
@@ -85,6 +100,34 @@ def train_clip_indices(
     return _indices(start, num_frames, step, num_video_frames, short_video)
 
 
+def train_clips_indices(
+    num_video_frames: int,
+    num_frames: int,
+    step: float,
+    num_clips: int,
+    *,
+    short_video: str = "loop",
+    generator: torch.Generator | None = None,
+) -> np.ndarray:
+    """``num_clips`` training clips from one span of ``min(decode_span, n)`` frames: the span at a
+    uniformly random start, each clip at its own uniformly random offset inside it (drawn in clip
+    order, after the span's start). A video shorter than one clip gives every clip the
+    ``short_video`` indices from frame 0.
+
+    Returns:
+        int64 array (num_clips, T) of frame indices in [0, n), all inside the span.
+    """
+    _check(num_video_frames, num_frames, short_video)
+    check_int("num_clips", num_clips)
+    span = min(decode_span(num_frames, step), num_video_frames)
+    slack = num_video_frames - span
+    first = int(torch.randint(0, slack + 1, (1,), generator=generator)) if slack > 0 else 0
+    room = span - clip_span(num_frames, step)  # < 0: a video shorter than a clip
+    starts = [first + int(torch.randint(0, room + 1, (1,), generator=generator)) if room > 0 else first
+              for _ in range(num_clips)]
+    return np.stack([_indices(s, num_frames, step, num_video_frames, short_video) for s in starts])
+
+
 def eval_clip_indices(
     num_video_frames: int, num_frames: int, step: float, num_clips: int, *, short_video: str = "loop"
 ) -> np.ndarray:
@@ -95,8 +138,7 @@ def eval_clip_indices(
         int64 array (K, T).
     """
     _check(num_video_frames, num_frames, short_video)
-    if not isinstance(num_clips, int) or num_clips < 1:
-        raise ValueError(f"num_clips must be an int >= 1, got {num_clips!r}")
+    check_int("num_clips", num_clips)
     slack = max(num_video_frames - clip_span(num_frames, step), 0)
     if num_clips == 1:
         starts = [slack // 2]

@@ -16,6 +16,13 @@ the classes it can separate (a T-frame window sees about T / R reversals), so ac
 smoothly with T instead of jumping from impossible to trivial. (Motion over the whole frame, not a
 small object, because a small network learns it within minutes of CPU training.)
 
+``task="blink"`` is made for studying frame density at a fixed time window: a static dim texture
+that flashes (the whole frame brightens by ``flash`` for exactly one frame) at times drawn from a
+two-state Markov chain per class (:data:`~videogn.defaults.BLINK_PATTERNS`: how often it flashes,
+and how often a flash follows a flash). The rate shows at any density, the runs-vs-singles pattern
+mostly between neighbouring frames, which a stride-2 clip never sees. Its ideal observer (the best
+top-1 and cross-entropy from the frames a clip shows) is :mod:`videogn.data.ceilings`.
+
 The dataset is written as real H.264 ``.mp4`` files named by the Kinetics pattern plus a
 Kinetics-style CSV annotation per split, so it goes through :class:`~videogn.data.KineticsDataset`
 exactly like Kinetics::
@@ -33,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
-import hashlib
 import json
 import logging
 import math
@@ -48,8 +54,12 @@ import numpy as np
 
 from videogn.data.annotations import CLASS_INDEX_FILE, write_class_index
 from videogn.data.encode import write_video
+from videogn.data.ceilings import flash_sequence
+from videogn.defaults import (BLINK_CLASSES, BLINK_PATTERNS, MOTIONS, REVERSAL_INTERVALS, TASKS, TEMPO_CLASSES,
+                              SyntheticSpec)
 
 __all__ = [
+    "BLINK_CLASSES",
     "MOTIONS",
     "REVERSAL_INTERVALS",
     "SPLITS",
@@ -65,107 +75,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Class catalogue, in class-index order; ``num_classes=N`` uses the first N. Pairs are time
-# reverses of each other, so no single frame (or set of frames) separates a pair.
-MOTIONS: tuple[str, ...] = (
-    "move_right",
-    "move_left",
-    "move_down",
-    "move_up",
-    "grow",
-    "shrink",
-    "orbit_clockwise",
-    "orbit_counterclockwise",
-)
-# task="tempo": frames between direction reversals, one class each (geometric: every class is
-# about 1.4x the previous, so each doubling of the clip length separates about two more classes)
-REVERSAL_INTERVALS: tuple[int, ...] = (2, 3, 4, 6, 8, 11, 16, 23)
-TEMPO_CLASSES: tuple[str, ...] = tuple(f"reverse_every_{r}" for r in REVERSAL_INTERVALS)
-TASKS: dict[str, tuple[str, ...]] = {"motion": MOTIONS, "tempo": TEMPO_CLASSES}
 SHAPES: tuple[str, ...] = ("square", "disk", "triangle", "diamond", "cross")
 SPLITS: tuple[str, ...] = ("train", "val")
-_FORMAT_VERSION = 2  # bump when the files change, so old caches are not reused (2: reproducible x264, classes.json)
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """Size and difficulty of the built-in dataset (every field enters the cache key).
-
-    Args:
-        num_classes: number of classes, 2..8 (the first N of the task's catalogue).
-        train_per_class / val_per_class: clips per class in each split.
-        frames: frames per clip; size: frame height = width in pixels (even).
-        fps: frame rate written into the files.
-        min_speed / max_speed: translation speed in pixels per frame (orbits and size changes are
-            scaled to move comparably).
-        num_distractors: static random shapes drawn behind the moving object.
-        noise: std of per-pixel Gaussian noise, in units of the 0..255 range divided by 255.
-        seed: seed of the whole dataset.
-        task: ``"motion"`` (the kind of motion: ``MOTIONS``) or ``"tempo"`` (how often the
-            motion reverses: ``REVERSAL_INTERVALS``).
-    """
-
-    num_classes: int = 6
-    train_per_class: int = 100
-    val_per_class: int = 25
-    frames: int = 20
-    size: int = 32
-    fps: int = 25
-    min_speed: float = 1.0
-    max_speed: float = 2.5
-    num_distractors: int = 0
-    noise: float = 0.02
-    seed: int = 0
-    task: str = "motion"
-
-    def __post_init__(self) -> None:
-        def bad(name: str, rule: str) -> ValueError:
-            return ValueError(f"synthetic dataset: {name} must be {rule}, got {getattr(self, name)!r}")
-
-        for name in ("num_classes", "train_per_class", "val_per_class", "frames", "size", "fps", "num_distractors", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise bad(name, "an integer")
-        if self.task not in TASKS:
-            raise bad("task", f"one of {sorted(TASKS)}")
-        if not 2 <= self.num_classes <= len(TASKS[self.task]):
-            raise bad("num_classes", f"in [2, {len(TASKS[self.task])}] for task={self.task!r}")
-        for name in ("train_per_class", "val_per_class"):
-            if getattr(self, name) < 1:
-                raise bad(name, ">= 1")
-        if self.frames < 2:
-            raise bad("frames", ">= 2")
-        if self.size < 16 or self.size % 2:
-            raise bad("size", "an even integer >= 16")
-        if self.fps < 1:
-            raise bad("fps", ">= 1")
-        if self.num_distractors < 0:
-            raise bad("num_distractors", ">= 0")
-        if self.seed < 0:
-            raise bad("seed", ">= 0")
-        if not (0 < self.min_speed <= self.max_speed):
-            raise ValueError(
-                f"synthetic dataset: need 0 < min_speed <= max_speed, got min_speed={self.min_speed!r}, "
-                f"max_speed={self.max_speed!r}"
-            )
-        if not 0 <= self.noise <= 1:
-            raise bad("noise", "in [0, 1]")
-
-    @property
-    def classes(self) -> list[str]:
-        return list(TASKS[self.task][: self.num_classes])
-
-    def key(self) -> str:
-        """Short hash naming the cache folder of this spec."""
-        fields_ = asdict(self)
-        if self.task == "motion":  # the original task keeps the cache key it had before tasks existed
-            del fields_["task"]
-        payload = json.dumps({"v": _FORMAT_VERSION, **fields_}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-    def num_videos(self, split: str) -> int:
-        per_class = self.train_per_class if split == "train" else self.val_per_class
-        return per_class * self.num_classes
+# The class catalogue (MOTIONS, TEMPO_CLASSES, ...) and SyntheticSpec live in videogn.defaults, a leaf
+# module, so the config schema derives ``data.synthetic`` from the spec without importing this package.
+# Writing different files here? Bump videogn.defaults.SYNTHETIC_FORMAT_VERSION (part of the cache key).
 
 
 def default_cache_dir() -> Path:
@@ -199,6 +113,8 @@ class ClipParams:
     noise_seed: int
     axis: int = 1  # tempo: the array axis the texture pans along (1: horizontally, 0: vertically)
     direction: float = 1.0  # tempo: +1 or -1, the sign of the first leg
+    flashes: tuple[bool, ...] = ()  # blink: whether each frame flashes
+    flash: float = 0.0  # blink: brightness added to a flash frame
 
 
 def _clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -226,8 +142,10 @@ def sample_clip_params(spec: SyntheticSpec, motion: str, rng: np.random.Generato
     """Draw the random appearance and trajectory of one clip of class ``motion``."""
     if motion in TEMPO_CLASSES:
         return _sample_tempo_params(spec, motion, rng)
+    if motion in BLINK_CLASSES:
+        return _sample_blink_params(spec, motion, rng)
     if motion not in MOTIONS:
-        raise ValueError(f"motion must be one of {MOTIONS + TEMPO_CLASSES}, got {motion!r}")
+        raise ValueError(f"motion must be one of {MOTIONS + TEMPO_CLASSES + BLINK_CLASSES}, got {motion!r}")
     s = float(spec.size)
     background = _background_color(rng)
     color = _object_color(rng)
@@ -292,6 +210,38 @@ def _sample_tempo_params(spec: SyntheticSpec, motion: str, rng: np.random.Genera
         x0=0.0, y0=0.0, radius=0.0, velocity=speed, orbit_radius=0.0, phase=phase,
         distractors=(), noise_seed=int(rng.integers(2**31)), axis=axis, direction=direction,
     )
+
+
+def _sample_blink_params(spec: SyntheticSpec, motion: str, rng: np.random.Generator) -> ClipParams:
+    """A clip of a ``blink`` class: which frames flash (the class's Markov chain, the sampler the
+    ideal observer assumes) and a random dim texture (from ``noise_seed``)."""
+    rate, repeat = BLINK_PATTERNS[motion]
+    flashes = flash_sequence(rate, repeat, spec.frames, rng)
+    return ClipParams(
+        motion=motion, shape="texture", color=(0.0, 0.0, 0.0), background=(0.0, 0.0, 0.0),
+        x0=0.0, y0=0.0, radius=0.0, velocity=0.0, orbit_radius=0.0, phase=0.0,
+        distractors=(), noise_seed=int(rng.integers(2**31)),
+        flashes=tuple(bool(f) for f in flashes), flash=float(spec.flash),
+    )
+
+
+# blink: the texture's brightness range; a flash adds spec.flash (<= 0.6) on top, so it never clips
+BLINK_BACKGROUND_MAX = 0.35
+
+
+def _render_blink(p: ClipParams, frames: int, size: int, noise: float) -> np.ndarray:
+    """A blink clip: a static random texture, brightened by ``p.flash`` on every flash frame."""
+    if len(p.flashes) < frames:
+        raise ValueError(f"blink clip params hold {len(p.flashes)} flash states, fewer than frames={frames}")
+    rng = np.random.default_rng(p.noise_seed)
+    tex = _smooth_texture(rng, size) * np.float32(BLINK_BACKGROUND_MAX)
+    out = np.empty((frames, size, size, 3), dtype=np.uint8)
+    for i in range(frames):
+        frame = tex + np.float32(p.flash if p.flashes[i] else 0.0)
+        if noise > 0:
+            frame = frame + rng.normal(0.0, noise, size=frame.shape).astype(np.float32)
+        out[i] = np.clip(frame * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def _smooth_texture(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -374,6 +324,8 @@ def render_clip(p: ClipParams, frames: int, size: int, noise: float = 0.0) -> np
     """Render a clip as uint8 frames of shape (T, H, W, 3)."""
     if p.motion in TEMPO_CLASSES:
         return _render_pan(p, frames, size, noise)
+    if p.motion in BLINK_CLASSES:
+        return _render_blink(p, frames, size, noise)
     coords = np.arange(size, dtype=np.float32) + 0.5
     yy, xx = np.meshgrid(coords, coords, indexing="ij")  # (H, W)
     base = np.empty((size, size, 3), dtype=np.float32)

@@ -1,21 +1,77 @@
 """The torchcodec reader behind ``VideoReader(backend="torchcodec")`` (CPU, or NVDEC with
 ``device="cuda"``): exact seeks (``seek_mode="exact"``), frame ``i`` as PyAV's full decode counts it,
-and refusals where torchcodec cannot index frames exactly (containers without per-frame pts)."""
+and refusals where torchcodec cannot index frames exactly (containers without per-frame pts).
+
+Availability: ``import torchcodec`` succeeds without FFmpeg; its native library, which links
+FFmpeg's shared libraries, is loaded at first use and fails there ("Could not load
+libtorchcodec"). So the backend counts as available only when that load succeeds, probed once per
+process (:func:`torchcodec_unavailable_reason`).
+"""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from videogn.data.video_backends import VideoDecodeError, Window, _demux, short_error, window_slices
+from videogn.data.video_backends import (
+    BACKENDS, VideoBackend, VideoDecodeError, Window, _demux, short_error, window_slices,
+)
 
-__all__ = ["TorchCodecBackend"]
+__all__ = ["TorchCodecBackend", "torchcodec_unavailable_reason"]
+
+FFMPEG_HINT = ("install FFmpeg's shared libraries (e.g. `apt-get install ffmpeg`, or "
+               "`conda install -c conda-forge ffmpeg`; versions 4 to 9)")
 
 
-class TorchCodecBackend:
+def _load_library() -> None:
+    """Load torchcodec's FFmpeg-dependent native library: what its ``VideoDecoder`` does first.
+    Raises whatever the load raises (RuntimeError "Could not load libtorchcodec ..." without FFmpeg)."""
+    import torchcodec
+
+    try:
+        # private, but it is the very call VideoDecoder makes; memoised by torchcodec on success
+        from torchcodec._internally_replaced_utils import load_core_libraries
+    except ImportError:  # another torchcodec layout: it reports at import whether FFmpeg loaded
+        if getattr(torchcodec, "ffmpeg_major_version", 0) is None:
+            raise RuntimeError("torchcodec found no FFmpeg libraries it can load") from None
+        return
+    load_core_libraries()
+
+
+def _first_lines(e: BaseException) -> str:
+    """The error's first line, plus the first underlying OS error when it lists one (torchcodec's
+    message gives one traceback per FFmpeg version; the missing ``.so`` is the useful part)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    first = f"{type(e).__name__}: {lines[0] if lines else ''}"
+    cause = next((ln for ln in lines[1:] if ln.startswith("OSError: ")), None)
+    return f"{first} ... {cause}" if cause else first
+
+
+@functools.lru_cache(maxsize=1)
+def torchcodec_unavailable_reason() -> str | None:
+    """Why torchcodec cannot decode here, with the fix (None when it can): not installed, or its
+    native library does not load (FFmpeg's shared libraries missing). Probed once per process."""
+    try:
+        import torchcodec.decoders  # noqa: F401
+    except Exception as e:
+        return f"torchcodec does not import ({_first_lines(e)}); pip install 'videogn[torchcodec]'"
+    try:
+        _load_library()
+    except Exception as e:
+        return f"torchcodec cannot load its native library ({_first_lines(e)}); {FFMPEG_HINT}"
+    return None
+
+
+class TorchCodecBackend(VideoBackend):
     name = "torchcodec"
+    devices = ("cpu", "cuda")
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        return torchcodec_unavailable_reason()
 
     def __init__(self, path: Path, num_threads: int, device: str = "cpu") -> None:
         from torchcodec.decoders import VideoDecoder
@@ -80,3 +136,6 @@ class TorchCodecBackend:
 
     def close(self) -> None:
         self.dec = None
+
+
+BACKENDS.register(TorchCodecBackend.name, TorchCodecBackend)

@@ -14,13 +14,11 @@ from typing import NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
+from videogn.checks import check_int
+from videogn.defaults import KINETICS_MEAN, KINETICS_STD  # the default everywhere a clip is normalised
+
 __all__ = ["KINETICS_MEAN", "KINETICS_STD", "TrainCrop", "sample_train_crop", "apply_train_crop", "train_transform", "eval_transform", "normalize",
            "normalize_batch", "resize_short_side", "spatial_crops"]
-
-# Per-channel RGB mean and std (of x / 255) that the paper's Kinetics models normalise with; the
-# default everywhere a clip is normalised
-KINETICS_MEAN: tuple[float, float, float] = (0.45, 0.45, 0.45)
-KINETICS_STD: tuple[float, float, float] = (0.225, 0.225, 0.225)
 
 
 def _check_clip(clip: torch.Tensor) -> None:
@@ -135,8 +133,7 @@ def sample_train_crop(
     lo, hi = scale
     if not (isinstance(lo, int) and isinstance(hi, int) and 0 < lo <= hi):
         raise ValueError(f"scale must be two ints 0 < lo <= hi, got {scale!r}")
-    if not isinstance(crop_size, int) or crop_size < 1:
-        raise ValueError(f"crop_size must be an int >= 1, got {crop_size!r}")
+    check_int("crop_size", crop_size)
     s = int(torch.randint(lo, hi + 1, (1,), generator=generator))
     # The crop, measured in source pixels: crop_size at short side s is crop_size * min(h, w) / s
     # (capped to the frame when s < crop_size would need more than the frame).
@@ -204,8 +201,7 @@ def train_transform(
 def resize_short_side(clip: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> uint8 (T, H', W', 3) with min(H', W') = size, aspect kept."""
     _check_clip(clip)
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be an int >= 1, got {size!r}")
+    check_int("size", size)
     _, h, w, _ = clip.shape
     if h <= w:
         new = (size, max(1, round(w * size / h)))

@@ -39,22 +39,35 @@ torchcodec (optional: ``pip install videogn[torchcodec]``, needs FFmpeg's shared
   checks its frame count against the PyAV demux at open (a file where they disagree, e.g. edit
   lists, raises :class:`VideoDecodeError`). ``device="cuda"`` decodes on the GPU with NVDEC
   (torchcodec's CUDA build and an NVIDIA driver; not exercised by the CPU test suite).
+  torchcodec imports without FFmpeg but loads its native library (which links FFmpeg's shared
+  libraries) at first use: it counts as available only when that load succeeds
+  (:mod:`videogn.data.torchcodec_backend`).
+* The interface: every backend subclasses :class:`VideoBackend` and is registered in
+  :data:`BACKENDS`; :data:`AUTO_ORDER` (what ``backend="auto"`` tries, in order) and
+  :data:`NOT_IN_AUTO` (why the others are left out) name every registered backend between them
+  (tests/data/test_video_decode_backends.py checks both).
 """
 
 from __future__ import annotations
 
+import abc
 import bisect
 import functools
 import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["VideoDecodeError", "available_backends", "probe_frame_order"]
+from videogn.registry import Registry
+
+__all__ = [
+    "AUTO_ORDER", "BACKENDS", "NOT_IN_AUTO", "VideoBackend", "VideoDecodeError", "auto_backends",
+    "available_backends", "probe_frame_order", "unavailable_backends",
+]
 
 log = logging.getLogger("videogn.data.decode")
 
@@ -82,32 +95,88 @@ class VideoDecodeError(RuntimeError):
         return (type(self), (self.path, self.cause, self.backend))
 
 
-def have_decord() -> bool:
-    try:
-        import decord  # noqa: F401
-    except Exception:  # a broken native library is as good as absent
-        return False
-    return True
+Window = tuple[int, int, int, int]  # (top, left, height, width) of a frame region, in pixels
 
 
-@functools.lru_cache(maxsize=1)
-def torchcodec_import_error() -> str | None:
-    """Why torchcodec cannot be used here (None when it can): not installed, or its FFmpeg
-    libraries are missing (it loads them at import)."""
-    try:
-        import torchcodec.decoders  # noqa: F401
-    except Exception as e:  # a missing libavcodec surfaces as RuntimeError/OSError at import
-        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    return None
+class VideoBackend(abc.ABC):
+    """One decoder behind :class:`~videogn.data.decode.VideoReader`: the hooks it calls.
+
+    A backend is a class: constructing it opens the file (``__init__``, the open hook), ``get``
+    reads frames, ``close`` releases the decoder. An open backend has ``num_frames``, ``fps``,
+    ``frame_shape`` ``(H, W, 3)`` and ``reordered`` (frames stored out of display order).
+    Frame ``i`` is always the ``i``-th frame of a full in-order PyAV decode. Register a new
+    backend in :data:`BACKENDS` and name it in :data:`AUTO_ORDER` or :data:`NOT_IN_AUTO`.
+    """
+
+    name: ClassVar[str]
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)  # torch device types it decodes into
+
+    num_frames: int
+    fps: float
+    frame_shape: tuple[int, int, int]
+    reordered: bool
+
+    @classmethod
+    @abc.abstractmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this backend cannot be used on this machine, with the fix (None when it can).
+        Checked once per process; cheap after the first call."""
+
+    @abc.abstractmethod
+    def __init__(self, path: Path, num_threads: int, device: str = "cpu") -> None:
+        """Open ``path`` (``num_threads`` decoder threads) or raise :class:`VideoDecodeError`."""
+
+    @abc.abstractmethod
+    def get(self, idx: np.ndarray, window: Window | None = None) -> np.ndarray | torch.Tensor:
+        """(T, H, W, 3) uint8 frames at ``idx`` (only ``window`` of each, when given)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the decoder (the backend is not used afterwards)."""
 
 
-def have_torchcodec() -> bool:
-    return torchcodec_import_error() is None
+BACKENDS: Registry[type[VideoBackend]] = Registry("video backend")
+"""Every video backend, by name. pyav and decord register below, torchcodec in
+:mod:`videogn.data.torchcodec_backend` (imported by :mod:`videogn.data.decode`, hence by
+``import videogn.data``)."""
+
+AUTO_ORDER: tuple[str, ...] = ("pyav", "decord")
+"""What ``backend="auto"`` tries for each file, in order, skipping unavailable ones: PyAV first
+(measured faster, see :mod:`videogn.data.decode`), decord when PyAV cannot read a file."""
+
+NOT_IN_AUTO: dict[str, str] = {
+    "torchcodec": "measured slower than PyAV per clip on the CPU (docs/benchmarks/loader.md); "
+                  "its use is device='cuda' (NVDEC), which has to be asked for",
+}
+"""Registered backends that ``auto`` never picks, with the reason."""
+
+
+def auto_backends() -> list[str]:
+    """The backends ``backend="auto"`` tries on this machine, in order."""
+    return [name for name in AUTO_ORDER if BACKENDS.get(name).unavailable_reason() is None]
 
 
 def available_backends() -> list[str]:
-    """Backends that import on this machine, in ``backend="auto"`` order."""
-    return ["pyav"] + (["decord"] if have_decord() else []) + (["torchcodec"] if have_torchcodec() else [])
+    """Backends usable on this machine: the ``auto`` order first, then the ones ``auto`` skips."""
+    return auto_backends() + [name for name in NOT_IN_AUTO if BACKENDS.get(name).unavailable_reason() is None]
+
+
+def unavailable_backends() -> dict[str, str]:
+    """Registered backends that cannot be used on this machine, with the reason and the fix."""
+    reasons = {name: BACKENDS.get(name).unavailable_reason() for name in BACKENDS}
+    return {name: why for name, why in reasons.items() if why is not None}
+
+
+@functools.lru_cache(maxsize=None)
+def _import_error(module: str) -> str | None:
+    """``"Type: first line"`` of the error importing ``module`` (None when it imports); cached."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except Exception as e:  # a broken native library is as good as absent
+        return f"{type(e).__name__}: {short_error(e)}"
+    return None
 
 
 def check_file(path: Path, backend: str) -> None:
@@ -134,9 +203,6 @@ def as_index_array(indices: Any, length: int, path: Path, backend: str) -> np.nd
         bad = int(idx[(idx < 0) | (idx >= length)][0])
         raise IndexError(f"frame index {bad} out of range for '{path}' with {length} frames")
     return idx
-
-
-Window = tuple[int, int, int, int]  # (top, left, height, width) of a frame region, in pixels
 
 
 def check_window(window: Any, frame_size: tuple[int, int], path: Path) -> Window | None:
@@ -224,10 +290,15 @@ def _demux(path: str | os.PathLike) -> tuple[_OrderCheck, tuple[int, int], bool]
     return order, size, timestamped
 
 
-class _PyAVBackend:
+class _PyAVBackend(VideoBackend):
     name = "pyav"
 
-    def __init__(self, path: Path, num_threads: int) -> None:
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        err = _import_error("av")
+        return None if err is None else f"PyAV does not import ({err}); pip install av"
+
+    def __init__(self, path: Path, num_threads: int, device: str = "cpu") -> None:
         import av
 
         self._av = av
@@ -402,10 +473,16 @@ class _PyAVBackend:
             self.container = None
 
 
-class _DecordBackend:
+class _DecordBackend(VideoBackend):
     name = "decord"
 
-    def __init__(self, path: Path, num_threads: int, in_order: tuple[bool, int] | None = None) -> None:
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        err = _import_error("decord")
+        return None if err is None else f"decord does not import ({err}); pip install decord2"
+
+    def __init__(self, path: Path, num_threads: int, device: str = "cpu",
+                 in_order: tuple[bool, int] | None = None) -> None:
         """``in_order``: a :func:`probe_frame_order` result when the caller has one already (the
         frame size is then taken from decord's first frame instead of the PyAV demux)."""
         import decord
@@ -511,7 +588,5 @@ def short_error(e: BaseException) -> str:
     return msg if len(msg) < 300 else msg[:297] + "..."
 
 
-# torchcodec's reader lives in its own module (it imports the helpers above)
-from videogn.data.torchcodec_backend import TorchCodecBackend  # noqa: E402
-
-BACKENDS = {"pyav": _PyAVBackend, "decord": _DecordBackend, "torchcodec": TorchCodecBackend}
+BACKENDS.register(_PyAVBackend.name, _PyAVBackend)
+BACKENDS.register(_DecordBackend.name, _DecordBackend)

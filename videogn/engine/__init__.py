@@ -1,5 +1,5 @@
-"""Training and evaluation engine: trainer, multi-view evaluator, checkpoints, DDP helpers,
-preemption and metrics.
+"""Training and evaluation engine: trainer, multi-view evaluator, DDP helpers, preemption and
+metrics. Checkpoints (format, atomic save, version-checked load) live in :mod:`videogn.checkpoint`.
 
 Names are imported on first use (PEP 562), so a submodule loads without the trainer's dependencies
 (Hydra, TensorBoard).
@@ -11,13 +11,13 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "find_latest_checkpoint": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "save_checkpoint": "checkpoint",
     "DistInfo": "distributed",
     "init_distributed": "distributed",
+    "EvalOptions": "evaluator",
+    "EvalResult": "evaluator",
+    "EvalTarget": "evaluator",
     "Predictions": "evaluator",
-    "evaluate": "evaluator",
+    "evaluate_dataset": "evaluator",
     "evaluate_split": "evaluator",
     "predict": "evaluator",
     "write_report": "evaluator",

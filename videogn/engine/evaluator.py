@@ -1,35 +1,164 @@
-"""Multi-view testing (``num_clips`` x ``num_crops`` views per video, softmax averaged) and its
-report: a JSON file with the numbers, the protocol, every video's top-5 prediction and the list of
-unreadable videos, plus a confusion-matrix PNG.
+"""Multi-view testing, the one entry point of every evaluation: :func:`evaluate_split`.
 
-Unreadable videos (``valid=False`` from the test-mode loader, which never replaces them) get no
-prediction: the headline ``top1``/``top5``/``mean_class_accuracy`` count them as misses, and
-``readable`` holds the same numbers over the readable videos only.
+``videogn-train``'s final evaluation and ``videogn-eval`` both call it (validation during training
+and prediction build on it): ``eval.num_clips`` x ``eval.num_crops`` views per video, the softmax
+averaged over the views (:class:`~videogn.config.EvalProtocolConfig` owns the protocol).
+
+Unreadable videos (missing files, failed decodes: ``valid=False`` from the test-mode loader, which
+never replaces them) get no prediction: the headline ``top1``/``top5``/``mean_class_accuracy`` count
+them as misses, ``readable`` holds the same numbers over the readable videos only. An evaluation in
+which no video is readable raises :class:`NoReadableVideosError` instead of reporting 0 %.
+
+Files written into ``EvalOptions.output_dir`` (nothing when it is None):
+
+``predictions.jsonl``
+    One JSON object per video, appended and flushed after every batch, so a long evaluation's
+    finished videos are on disk as it goes (under DDP each rank writes
+    ``predictions.rank<r>.jsonl``; at the end rank 0 rewrites ``predictions.jsonl`` atomically with
+    every video in dataset order, resumed ones included, and removes the shards). Keys: ``index``
+    (position in the split), ``path``, ``label`` (class name; null for an unlabelled video),
+    ``valid``, ``error`` (why it is unreadable, else ""), ``probs`` (the averaged class
+    probabilities in the order of the report's ``classes``, 6 decimals; [] when unreadable).
+``report.json``
+    ``schema_version`` (:data:`REPORT_SCHEMA_VERSION`, 1), ``split``, the caller's entries (e.g.
+    ``name``, ``model``, ``norm``, ``step``, ``checkpoint``), ``num_videos``, ``num_readable``,
+    ``num_unreadable``, ``num_missing`` (unreadable because the file does not exist; null for a
+    subset), ``top1``, ``top5``, ``mean_class_accuracy``, ``per_class_accuracy`` ({class name:
+    accuracy or null}), ``readable`` (the same four over readable videos), ``loss`` (mean
+    cross-entropy of the averaged probabilities over readable videos), ``confusion_matrix``
+    (readable videos; rows true, columns predicted, in ``classes`` order), ``classes``,
+    ``protocol`` (views, clip length, stride, scales, aggregation), ``unreadable`` ([{index, path,
+    error}]), ``dataset`` (the split's summary), ``predictions`` ([{index, path, label, valid,
+    top5, top5_prob}], classes by name), ``files`` (the names of the files written beside it).
+``report_confusion_matrix.png``
+    The row-normalised confusion matrix of the readable videos.
+``eval_fingerprint.json``
+    What the saved predictions were made with (:data:`FINGERPRINT_FILE`): a SHA-256 of the model's
+    state, the split, class names, protocol, precision, the data's root and annotation (path, size,
+    mtime) and the subset, plus the dataset summary that :func:`rebuild_report` needs.
+``missing_videos_<split>.txt``
+    The annotated videos that have no file (an empty file when none is missing).
+
+Resume (``EvalOptions.resume``, on by default): an evaluation killed at any point (SIGKILL
+included) and rerun into the same ``output_dir`` redoes no finished video. Every rank reads every
+predictions file there (``predictions.jsonl`` and all ``predictions.rank<r>.jsonl``, whatever world
+size wrote them; a torn last line is ignored), evaluates only the videos not in them and appends to
+its own file; the report covers the saved and the new predictions alike. Saved predictions are reused
+only when :data:`FINGERPRINT_FILE` matches this evaluation; otherwise they are moved aside (renamed
+``*.stale``) and the evaluation starts fresh, saying so in the log.
+
+A report is rebuilt from a run's saved predictions alone with :func:`rebuild_report`, and several
+runs' predictions are ensembled (probabilities averaged) with :func:`ensemble_predictions`; the
+command for both is ``python scripts/ensemble_predictions.py RUN_DIR [RUN_DIR ...] --output DIR``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import logging
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from videogn.engine.distributed import DistInfo, all_gather_objects
-from videogn.engine.metrics import classification_metrics, topk_predictions
+from videogn.config.schema import ConfigError
 from videogn.data.transforms import normalize_batch
+from videogn.engine.distributed import DistInfo, all_gather_objects
+from videogn.engine.metrics import classification_metrics, mean_cross_entropy, save_confusion_matrix, topk_predictions
 from videogn.runtime import autocast_context
 
-__all__ = ["Predictions", "confusion_matrix_figure", "evaluate", "evaluate_split", "predict", "save_confusion_matrix", "write_report"]
+if TYPE_CHECKING:
+    from videogn.config.schema import BudgetConfig, DataConfig, EvalProtocolConfig
+    from videogn.engine.build import DataSources
+
+__all__ = [
+    "FINGERPRINT_FILE",
+    "PREDICTIONS_FILE",
+    "REPORT_SCHEMA_VERSION",
+    "EvalOptions",
+    "EvalResult",
+    "EvalTarget",
+    "NoReadableVideosError",
+    "Predictions",
+    "build_report",
+    "ensemble_predictions",
+    "evaluate_dataset",
+    "evaluate_split",
+    "predict",
+    "protocol_of",
+    "read_predictions",
+    "rebuild_report",
+    "write_report",
+]
 
 logger = logging.getLogger(__name__)
+
+REPORT_SCHEMA_VERSION = 1  # report.json's "schema_version": raise it when a key changes meaning or goes
+PREDICTIONS_FILE = "predictions.jsonl"
+FINGERPRINT_FILE = "eval_fingerprint.json"  # what the saved predictions were made with (resume)
+FINGERPRINT_VERSION = 1
+
+
+class NoReadableVideosError(ConfigError):
+    """Not one video of an evaluation could be read: there is nothing to report (exit status 2)."""
+
+
+@dataclass
+class EvalTarget:
+    """What is evaluated: a network, its class order and the data and protocol of its run
+    (:meth:`videogn.engine.trainer.Trainer.evaluation_target`, or rebuilt from a checkpoint)."""
+
+    model: nn.Module  # unwrapped (no DDP): each rank evaluates its own share of the videos
+    class_names: list[str]  # the classifier's output order
+    data: DataConfig
+    budget: BudgetConfig  # the training clip length and stride: the protocol's default
+    sources: DataSources
+    protocol: EvalProtocolConfig
+
+
+@dataclass
+class EvalOptions:
+    """How and where an evaluation runs."""
+
+    split: str = "val"
+    device: torch.device | str = "cpu"
+    precision: str = "fp32"
+    num_workers: Optional[int] = None  # loader workers; None: data.num_workers
+    dist_info: Optional[DistInfo] = None  # None: one process
+    progress: Optional[bool] = None  # a progress bar (None: when stderr is a terminal)
+    output_dir: Optional[Path] = None  # None: write no file (e.g. validation during training)
+    subset: Optional[Sequence[int]] = None  # evaluate only these videos of the split (positions)
+    extra: dict[str, Any] = field(default_factory=dict)  # top-level report entries (name, step, ...)
+    report_name: str = "report"  # <report_name>.json and <report_name>_confusion_matrix.png
+    resume: bool = True  # reuse output_dir's saved predictions when their fingerprint matches
+
+
+@dataclass
+class EvalResult:
+    """The report (see the module docstring) and its headline numbers."""
+
+    report: dict[str, Any]
+
+    @property
+    def top1(self) -> float:
+        return float(self.report["top1"])
+
+    @property
+    def top5(self) -> float:
+        return float(self.report["top5"])
+
+    @property
+    def loss(self) -> float:
+        """Mean cross-entropy of the averaged probabilities over the readable videos."""
+        return float(self.report["loss"])
 
 
 @dataclass
@@ -44,10 +173,13 @@ class Predictions:
     errors: list[str]
 
 
+BatchCallback = Callable[[Tensor, dict[str, Any]], None]  # (scores (B, C), the collated batch)
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
-    dataset: Any,
+    dataset: Dataset,
     *,
     batch_size: int = 1,
     num_workers: int = 0,
@@ -55,11 +187,14 @@ def predict(
     precision: str = "fp32",
     dist_info: Optional[DistInfo] = None,
     progress: Optional[bool] = None,
+    subset: Optional[Sequence[int]] = None,
+    on_batch: Optional[BatchCallback] = None,
 ) -> Predictions:
     """Average the softmax over every view of every video of a test-mode dataset.
 
-    Under DDP each rank takes every ``world_size``-th video and rank 0's result is the union
-    (every rank returns it). ``progress``: a progress bar (None: when stderr is a terminal).
+    Under DDP each rank takes every ``world_size``-th video (of ``subset`` when given) and every
+    rank returns the union, in dataset order. ``on_batch(scores, batch)`` is called on each rank
+    after each of its batches (scores (B, C), zero rows for unreadable videos).
     """
     from tqdm.auto import tqdm
 
@@ -67,38 +202,43 @@ def predict(
 
     info = dist_info or DistInfo()
     device = torch.device(device)
-    shard = Subset(dataset, list(range(info.rank, len(dataset), info.world_size)))
+    positions = list(range(len(dataset))) if subset is None else [int(i) for i in subset]
+    shard = Subset(dataset, positions[info.rank::info.world_size])
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_clips,
                         pin_memory=device.type == "cuda")
     was_training = model.training
     model.eval()
     show = progress if progress is not None else sys.stderr.isatty()
+    c = _num_outputs(model)
     scores, labels, valid, indices, paths, errors = [], [], [], [], [], []
     try:
         for batch in tqdm(loader, desc="eval", unit="batch", disable=not (show and info.is_main), dynamic_ncols=True):
             video, ok = batch["video"], batch["valid"]  # (B, V, 3, T, H, W), (B,)
             b, v = video.shape[:2]
-            out: Optional[Tensor] = None
+            out = torch.zeros(b, c) if c is not None else None
             if ok.any():
                 x = video[ok].flatten(0, 1).to(device, non_blocking=True)  # (B' * V, 3, T, H, W)
                 if x.dtype == torch.uint8:  # raw pixels: normalised on the device
-                    x = normalize_batch(x, dataset.mean, dataset.std)
+                    x = normalize_batch(x, dataset.mean, dataset.std)  # type: ignore[attr-defined]
                 with autocast_context(device, precision):
                     logits = model(x)
                 probs = F.softmax(logits.float(), dim=1).view(int(ok.sum()), v, -1).mean(dim=1)  # (B', C)
                 out = torch.zeros(b, probs.shape[1])
                 out[ok] = probs.cpu()
+            if out is None:  # no classifier found and nothing readable yet: sized once a batch reads
+                out = torch.zeros(b, 0)
             scores.append(out)
             labels.append(batch["label"])
             valid.append(ok)
             indices.append(batch["index"])
             paths += batch["path"]
             errors += batch["error"]
+            if on_batch is not None:
+                on_batch(out, batch)
     finally:
         model.train(was_training)
     local = {
-        "scores": scores,  # per batch: (B, C) or None when no video of the batch was readable
-        "sizes": [len(lab) for lab in labels],
+        "scores": scores,
         "labels": torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
         "valid": torch.cat(valid) if valid else torch.zeros(0, dtype=torch.bool),
         "indices": torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long),
@@ -106,16 +246,14 @@ def predict(
         "errors": errors,
     }
     parts = all_gather_objects(local)
-    c = next((s.shape[1] for p in parts for s in p["scores"] if s is not None), None)
-    if c is None:  # no readable video anywhere: the classifier's size
-        c = _num_outputs(model)
-    all_scores = [s if s is not None else torch.zeros(n, c) for p in parts for s, n in zip(p["scores"], p["sizes"])]
+    width = max([s.shape[1] for p in parts for s in p["scores"]] + [c or 0])
+    all_scores = [s if s.shape[1] == width else torch.zeros(s.shape[0], width) for p in parts for s in p["scores"]]
     all_indices = torch.cat([p["indices"] for p in parts])
     order = torch.argsort(all_indices)
     all_paths = [x for p in parts for x in p["paths"]]
     all_errors = [x for p in parts for x in p["errors"]]
     return Predictions(
-        scores=(torch.cat(all_scores) if all_scores else torch.zeros(0, c))[order],
+        scores=(torch.cat(all_scores) if all_scores else torch.zeros(0, width))[order],
         labels=torch.cat([p["labels"] for p in parts])[order],
         valid=torch.cat([p["valid"] for p in parts])[order],
         indices=all_indices[order],
@@ -124,37 +262,15 @@ def predict(
     )
 
 
-def _num_outputs(model: nn.Module) -> int:
+def _num_outputs(model: nn.Module) -> Optional[int]:
+    """The classifier's width (the last nn.Linear), or None when the model has none."""
     last = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not last:
-        raise RuntimeError("cannot tell the number of classes: no readable video and no nn.Linear classifier")
-    return last[-1].out_features
+    return last[-1].out_features if last else None
 
 
-def evaluate(
-    model: nn.Module,
-    dataset: Any,
-    class_names: Sequence[str],
-    *,
-    batch_size: int = 1,
-    num_workers: int = 0,
-    device: torch.device | str = "cpu",
-    precision: str = "fp32",
-    dist_info: Optional[DistInfo] = None,
-    progress: Optional[bool] = None,
-    extra: Optional[dict[str, Any]] = None,
-) -> dict[str, Any]:
-    """Run :func:`predict` and build the report (see :func:`classification_metrics`).
-
-    The report's ``protocol`` records the views (clips x crops, frames, stride, scales) and
-    ``predictions`` holds each video's label, readability and top-5 classes with probabilities,
-    from which every number can be recomputed. ``extra`` entries are added at the top level.
-    """
-    preds = predict(model, dataset, batch_size=batch_size, num_workers=num_workers, device=device,
-                    precision=precision, dist_info=dist_info, progress=progress)
-    report: dict[str, Any] = dict(extra or {})
-    report.update(classification_metrics(preds.scores, preds.labels, preds.valid, list(class_names)))
-    report["protocol"] = {
+def protocol_of(dataset: Any) -> dict[str, Any]:
+    """The test protocol of a test-mode dataset, as the report states it."""
+    return {
         "num_clips": dataset.num_clips,
         "num_crops": dataset.num_crops,
         "views_per_video": dataset.num_clips * dataset.num_crops,
@@ -166,20 +282,37 @@ def evaluate(
         "aggregation": "mean of per-view softmax",
         "unreadable_videos": "counted as misses in top1/top5/mean_class_accuracy; see 'readable' for readable-only",
     }
-    report["classes"] = list(class_names)
+
+
+def build_report(
+    preds: Predictions, dataset: Any, class_names: Sequence[str], *, extra: Optional[dict[str, Any]] = None,
+    num_missing: Optional[int] = None, protocol: Optional[dict[str, Any]] = None,
+    summary: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """The report of :func:`predict`'s results (keys: the module docstring); ``dataset`` gives the
+    protocol and summary (or, with ``dataset=None``, ``protocol`` and ``summary`` do: a report
+    rebuilt from saved predictions), ``extra`` entries are added at the top level."""
+    names = list(class_names)
+    report: dict[str, Any] = {"schema_version": REPORT_SCHEMA_VERSION, **(extra or {})}
+    report.update(classification_metrics(preds.scores, preds.labels, preds.valid, names))
+    report["num_missing"] = num_missing
+    report["loss"] = mean_cross_entropy(preds.scores, preds.labels, preds.valid)
+    report["protocol"] = protocol_of(dataset) if dataset is not None else dict(protocol or {})
+    report["classes"] = names
     report["unreadable"] = [
         {"index": int(i), "path": p, "error": e}
         for i, p, e, ok in zip(preds.indices.tolist(), preds.paths, preds.errors, preds.valid.tolist())
         if not ok
     ]
-    report["dataset"] = {k: v for k, v in dataset.summary.items() if k != "missing"}
+    source = dataset.summary if dataset is not None else (summary or {})
+    report["dataset"] = {k: v for k, v in source.items() if k != "missing"}
     k = min(5, preds.scores.shape[1])
     top = topk_predictions(preds.scores, k)
     top_p = preds.scores.gather(1, top)
     report["predictions"] = [
         {
-            "index": int(i), "path": p, "label": int(y), "valid": bool(ok),
-            "top5": t if ok else [], "top5_prob": [round(float(x), 6) for x in tp] if ok else [],
+            "index": int(i), "path": p, "label": _name(names, y), "valid": bool(ok),
+            "top5": [names[j] for j in t] if ok else [], "top5_prob": [round(float(x), 6) for x in tp] if ok else [],
         }
         for i, p, y, ok, t, tp in zip(preds.indices.tolist(), preds.paths, preds.labels.tolist(),
                                      preds.valid.tolist(), top.tolist(), top_p.tolist())
@@ -187,67 +320,441 @@ def evaluate(
     return report
 
 
-def confusion_matrix_figure(cm: Sequence[Sequence[int]], class_names: Sequence[str], title: str = "") -> Any:
-    """Row-normalised confusion matrix (rows true, columns predicted) as a matplotlib figure (Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    m = torch.tensor(cm, dtype=torch.float64)
-    rows = m.sum(dim=1, keepdim=True).clamp_min(1)
-    norm = (m / rows).numpy()
-    n = len(class_names)
-    size = min(4 + 0.45 * n, 40)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
-    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or "confusion matrix (row-normalised)")
-    if n <= 40:  # label the axes only when the names stay readable
-        ax.set_xticks(range(n), labels=list(class_names), rotation=90)
-        ax.set_yticks(range(n), labels=list(class_names))
-        if n <= 15:
-            for i in range(n):
-                for j in range(n):
-                    if m[i, j] > 0:
-                        ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=8,
-                                color="white" if norm[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    return fig
+def _name(names: Sequence[str], label: int) -> Optional[str]:
+    return names[label] if 0 <= label < len(names) else None
 
 
-def save_confusion_matrix(cm: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
-    """:func:`confusion_matrix_figure` as a PNG."""
-    import matplotlib.pyplot as plt
+# ----------------------------------------------------------------------------------------------
+# saved predictions: written per batch, read back to resume, rebuild or ensemble
 
-    fig = confusion_matrix_figure(cm, class_names, title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+
+def _shard_name(rank: int) -> str:
+    return f"predictions.rank{rank}.jsonl"
+
+
+def _prediction_files(out: Path) -> list[Path]:
+    """Every predictions file in ``out``: the merged one and any rank's shard (of any world size)."""
+    files = [out / PREDICTIONS_FILE] if (out / PREDICTIONS_FILE).is_file() else []
+    return files + sorted(out.glob("predictions.rank*.jsonl"))
+
+
+def _read_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The complete lines of a predictions file and the byte length they span: a line the writer
+    was killed in the middle of (no newline yet, or not JSON) ends the file there."""
+    data = path.read_bytes()
+    rows, end = [], 0
+    for line in data.split(b"\n")[:-1]:  # the part after the last newline is torn (or empty)
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            break
+        end += len(line) + 1
+    return rows, end
+
+
+def read_predictions(source: str | Path) -> list[dict[str, Any]]:
+    """The saved per-video lines of a run dir (every predictions file in it) or of one
+    ``predictions*.jsonl`` file, one per video (by ``index``), in index order; torn lines are skipped.
+
+    Raises:
+        FileNotFoundError: no predictions file there.
+    """
+    p = Path(source)
+    files = _prediction_files(p) if p.is_dir() else ([p] if p.is_file() else [])
+    if not files:
+        raise FileNotFoundError(f"no {PREDICTIONS_FILE} (or predictions.rank<r>.jsonl) in {str(p)!r}")
+    rows: dict[int, dict[str, Any]] = {}
+    for f in files:
+        rows.update((int(r["index"]), r) for r in _read_lines(f)[0])
+    return [rows[i] for i in sorted(rows)]
+
+
+def _rows_to_predictions(rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> Predictions:
+    """Saved lines -> :class:`Predictions` (labels by name: a name outside ``class_names`` is an error)."""
+    names = list(class_names)
+    lookup = {n: i for i, n in enumerate(names)}
+    scores = torch.zeros(len(rows), len(names))
+    labels = []
+    for k, r in enumerate(rows):
+        if r["label"] is not None and r["label"] not in lookup:
+            raise ValueError(f"label {r['label']!r} of {r['path']!r} is not one of the {len(names)} class names")
+        labels.append(lookup[r["label"]] if r["label"] is not None else -1)
+        if r["valid"]:
+            if len(r["probs"]) != len(names):
+                raise ValueError(f"{r['path']!r} has {len(r['probs'])} probabilities for {len(names)} class names")
+            scores[k] = torch.tensor(r["probs"], dtype=torch.float32)
+    return Predictions(
+        scores=scores,
+        labels=torch.tensor(labels, dtype=torch.long),
+        valid=torch.tensor([bool(r["valid"]) for r in rows], dtype=torch.bool),
+        indices=torch.tensor([int(r["index"]) for r in rows], dtype=torch.long),
+        paths=[str(r["path"]) for r in rows],
+        errors=[str(r.get("error", "")) for r in rows],
+    )
+
+
+def _concat(a: Predictions, b: Predictions) -> Predictions:
+    """Both sets of videos, in dataset (index) order."""
+    width = max(a.scores.shape[1], b.scores.shape[1])
+    pad = [torch.zeros(0, width) if s.shape[0] == 0 else s for s in (a.scores, b.scores)]  # an empty side may be unsized
+    indices = torch.cat([a.indices, b.indices])
+    order = torch.argsort(indices).tolist()
+    paths, errors = a.paths + b.paths, a.errors + b.errors
+    return Predictions(
+        scores=torch.cat(pad)[order], labels=torch.cat([a.labels, b.labels])[order],
+        valid=torch.cat([a.valid, b.valid])[order], indices=indices[order],
+        paths=[paths[i] for i in order], errors=[errors[i] for i in order],
+    )
+
+
+def _state_digest(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (names, dtypes, shapes, bytes): the weights' identity."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _fingerprint(model: nn.Module, dataset: Any, class_names: Sequence[str], options: EvalOptions) -> dict[str, Any]:
+    """What decides the saved predictions (compared on resume; ``info`` is kept, not compared)."""
+    summary = dict(getattr(dataset, "summary", {}) or {})
+    annotation = summary.get("annotation")
+    stat = Path(annotation).stat() if annotation and Path(annotation).is_file() else None
+    subset = None if options.subset is None else hashlib.sha256(
+        ",".join(str(int(i)) for i in options.subset).encode()).hexdigest()
+    return {
+        "version": FINGERPRINT_VERSION,
+        "model_sha256": _state_digest(model),
+        "split": options.split,
+        "classes": list(class_names),
+        "precision": options.precision,
+        "protocol": protocol_of(dataset),
+        "data": {
+            "num_videos": len(dataset), "root": summary.get("root"), "annotation": annotation,
+            "annotation_size": stat.st_size if stat else None, "annotation_mtime_ns": stat.st_mtime_ns if stat else None,
+            "csv_split": summary.get("split"),
+        },
+        "subset_sha256": subset,
+        "info": {"dataset": {k: v for k, v in summary.items() if k != "missing"},
+                 "num_missing": len(dataset.missing) if options.subset is None and hasattr(dataset, "missing") else None},
+    }
+
+
+def _prepare_output(out: Path, fingerprint: dict[str, Any], resume: bool) -> None:
+    """Rank 0, before any rank reads: keep the saved predictions if they were made with this
+    fingerprint (and ``resume``), else move them aside; then record the fingerprint."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = _prediction_files(out)
+    fp_path = out / FINGERPRINT_FILE
+    if files:
+        why = "eval resume is off" if not resume else _fingerprint_mismatch(fp_path, fingerprint)
+        if why:
+            for f in files + ([fp_path] if fp_path.is_file() else []):
+                os.replace(f, f.with_name(f.name + ".stale"))
+            logger.warning("not reusing the saved predictions in %s (%s): starting fresh; the old files are renamed "
+                           "*.stale", out, why)
+    tmp = fp_path.with_name(fp_path.name + ".tmp")
+    tmp.write_text(json.dumps(_finite(fingerprint), indent=1) + "\n")
+    os.replace(tmp, fp_path)
+
+
+def _fingerprint_mismatch(path: Path, fingerprint: dict[str, Any]) -> str:
+    """Why the saved predictions beside ``path`` cannot be reused ("" when they can)."""
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        return f"no {path.name} says what they were made with"
+    except ValueError:
+        return f"{path.name} is damaged"
+    now = json.loads(json.dumps(_finite(fingerprint)))  # as it would be read back
+    changed = [k for k in now if k != "info" and saved.get(k) != now[k]]
+    return "made with another " + ", ".join(changed) if changed else ""
+
+
+class _PredictionWriter:
+    """Appends one JSON line per video to this rank's file (``predictions.jsonl`` in a single
+    process) and flushes it after every batch; a torn last line (a killed run) is cut off first."""
+
+    def __init__(self, out: Path, info: DistInfo, class_names: Sequence[str]) -> None:
+        self.out, self.info, self.names = out, info, list(class_names)
+        out.mkdir(parents=True, exist_ok=True)
+        self.path = out / (PREDICTIONS_FILE if info.world_size == 1 else _shard_name(info.rank))
+        if self.path.is_file():
+            _, end = _read_lines(self.path)
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def __call__(self, scores: Tensor, batch: dict[str, Any]) -> None:
+        for row, i, y, ok, p, e in zip(scores.tolist(), batch["index"].tolist(), batch["label"].tolist(),
+                                       batch["valid"].tolist(), batch["path"], batch["error"]):
+            self._file.write(_jsonl_line(self.names, i, p, y, ok, e, row))
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def merge(self, preds: Predictions) -> Path:
+        """Rank 0, after every rank finished: every video's line in one file in dataset order,
+        written atomically (a kill leaves the old files complete), then the shards removed."""
+        final = _write_predictions(self.out, preds, self.names)
+        for shard in self.out.glob("predictions.rank*.jsonl"):
+            shard.unlink(missing_ok=True)
+        return final
+
+
+def _write_predictions(out: Path, preds: Predictions, names: Sequence[str]) -> Path:
+    """``out/predictions.jsonl`` holding ``preds`` in their order, replaced atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / PREDICTIONS_FILE
+    tmp = final.with_name(final.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row, i, y, ok, p, e in zip(preds.scores.tolist(), preds.indices.tolist(), preds.labels.tolist(),
+                                       preds.valid.tolist(), preds.paths, preds.errors):
+            f.write(_jsonl_line(names, i, p, y, ok, e, row))
+    os.replace(tmp, final)
+    return final
+
+
+def _jsonl_line(names: Sequence[str], index: int, path: str, label: int, ok: bool, error: str, row: list[float]) -> str:
+    probs = [round(x, 6) for x in row] if ok else []
+    return json.dumps({"index": index, "path": path, "label": _name(names, label), "valid": ok, "error": error,
+                       "probs": probs}) + "\n"
+
+
+def evaluate_dataset(
+    model: nn.Module, dataset: Any, class_names: Sequence[str], options: EvalOptions, *, batch_size: int = 1,
+    num_workers: int = 0,
+) -> EvalResult:
+    """Evaluate ``model`` on a test-mode dataset (``num_clips`` x ``num_crops`` views per item) and
+    write the files of the module docstring when ``options.output_dir`` is set (rank 0 writes the
+    merged ones). With ``options.resume`` the videos already predicted in ``output_dir`` by an
+    evaluation with the same fingerprint are not evaluated again (module docstring).
+    :func:`evaluate_split` builds the dataset from a run's config and calls this.
+
+    Raises:
+        NoReadableVideosError: not one video (of ``options.subset``) could be read.
+    """
+    info = options.dist_info or DistInfo()
+    out = Path(options.output_dir) if options.output_dir is not None else None
+    positions = list(range(len(dataset))) if options.subset is None else [int(i) for i in options.subset]
+    saved = Predictions(torch.zeros(0, len(class_names)), torch.zeros(0, dtype=torch.long),
+                        torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.long), [], [])
+    todo: Optional[list[int]] = None if options.subset is None else positions
+    if out is not None:
+        fingerprint = _fingerprint(model, dataset, class_names, options)
+        if info.is_main:
+            _prepare_output(out, fingerprint, options.resume)
+        all_gather_objects(None)  # a barrier: no rank reads before rank 0 has moved stale files aside
+        wanted = set(positions)
+        rows = {int(r["index"]): r for r in (read_predictions(out) if _prediction_files(out) else [])
+                if int(r["index"]) in wanted}
+        # the videos every rank found saved (one list for all: each rank then takes the same share)
+        done = set.intersection(*map(set, all_gather_objects(sorted(rows))))
+        if done:
+            saved = _rows_to_predictions([rows[i] for i in sorted(done)], class_names)
+            todo = [i for i in positions if i not in done]
+            if info.is_main:
+                logger.info("resuming: %d of %d videos already predicted in %s, %d to go",
+                            len(done), len(positions), out, len(todo))
+    writer = _PredictionWriter(out, info, class_names) if out is not None else None
+    try:
+        preds = predict(
+            model, dataset, batch_size=batch_size, num_workers=num_workers, device=options.device,
+            precision=options.precision, dist_info=info, progress=options.progress, subset=todo,
+            on_batch=writer,
+        )
+    finally:
+        if writer is not None:
+            writer.close()
+    if len(saved.paths):
+        preds = _concat(saved, preds)
+    num_missing = len(dataset.missing) if options.subset is None and hasattr(dataset, "missing") else None
+    if not bool(preds.valid.any()):
+        raise NoReadableVideosError(_nothing_readable(preds, options.split, num_missing))
+    report = build_report(preds, dataset, class_names, extra={"split": options.split, **options.extra},
+                          num_missing=num_missing)
+    if out is not None and info.is_main:
+        assert writer is not None
+        writer.merge(preds)
+        write_report(report, out, options.report_name)
+    return EvalResult(report)
+
+
+def _run_fingerprint(source: Path) -> dict[str, Any]:
+    """The fingerprint saved beside a run's predictions ({} when there is none)."""
+    path = (source if source.is_dir() else source.parent) / FINGERPRINT_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _load_run(source: str | Path, class_names: Optional[Sequence[str]]) -> tuple[Predictions, list[str], dict[str, Any]]:
+    """A run's saved predictions, its class names (given, else its fingerprint's) and fingerprint."""
+    p = Path(source)
+    rows = read_predictions(p)
+    fingerprint = _run_fingerprint(p)
+    names = list(class_names) if class_names is not None else fingerprint.get("classes")
+    if not names:
+        raise ValueError(f"{str(p)!r} has no {FINGERPRINT_FILE} naming its classes: pass class_names (the "
+                         "classifier's output order, e.g. the report.json's 'classes')")
+    return _rows_to_predictions(rows, names), list(names), fingerprint
+
+
+def rebuild_report(
+    source: str | Path, class_names: Optional[Sequence[str]] = None, *, output_dir: Optional[str | Path] = None,
+    extra: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """The report of a run's saved predictions alone (a run dir, or a ``predictions*.jsonl`` file;
+    all of a killed run's shards are read), without the model or the videos.
+
+    Args:
+        class_names: the probabilities' class order; None: the run's :data:`FINGERPRINT_FILE`'s.
+        output_dir: when given, ``predictions.jsonl`` (merged, in index order) and the report files
+            are written there.
+
+    Raises:
+        FileNotFoundError: no predictions there. ValueError: class names missing or not matching.
+    """
+    preds, names, fingerprint = _load_run(source, class_names)
+    info = fingerprint.get("info", {})
+    report = build_report(
+        preds, None, names, extra={"split": fingerprint.get("split"), "rebuilt_from": str(source), **(extra or {})},
+        num_missing=info.get("num_missing"), protocol=fingerprint.get("protocol"), summary=info.get("dataset"),
+    )
+    if output_dir is not None:
+        _write_predictions(Path(output_dir), preds, names)
+        write_report(report, output_dir)
+    return report
+
+
+def ensemble_predictions(
+    sources: Sequence[str | Path], class_names: Optional[Sequence[str]] = None, *,
+    output_dir: Optional[str | Path] = None,
+) -> dict[str, Any]:
+    """The report of several runs' predictions on one split, their class probabilities averaged
+    video by video (a video one run could not read is averaged over the runs that read it).
+
+    Every run must hold the same videos (by index and path) and the same labels; class columns are
+    matched by name (the first run's order, or ``class_names``). ``output_dir``: as
+    :func:`rebuild_report` (the ensemble's ``predictions.jsonl`` and report).
+
+    Raises:
+        ValueError: fewer than one source, or runs that disagree on videos, labels or class names.
+    """
+    if not sources:
+        raise ValueError("ensemble_predictions needs at least one run dir or predictions file, got none")
+    runs = [_load_run(s, class_names) for s in sources]
+    names = runs[0][1]
+    first = runs[0][0]
+    total, count = torch.zeros(len(first.paths), len(names)), torch.zeros(len(first.paths), 1)
+    ensemble_labels: Optional[Tensor] = None
+    for src, (preds, run_names, _) in zip(sources, runs):
+        if sorted(run_names) != sorted(names):
+            raise ValueError(f"{str(src)!r} has classes {run_names[:5]}... ({len(run_names)}), not the ensemble's "
+                             f"{names[:5]}... ({len(names)})")
+        if preds.indices.tolist() != first.indices.tolist() or preds.paths != first.paths:
+            raise ValueError(f"{str(src)!r} holds other videos than {str(sources[0])!r}: ensemble runs on the same "
+                             "split with the same annotation")
+        column = [run_names.index(n) for n in names]  # this run's column of each ensemble class
+        labels = torch.tensor([names.index(run_names[y]) if y >= 0 else -1 for y in preds.labels.tolist()],
+                              dtype=torch.long)
+        if ensemble_labels is None:
+            ensemble_labels = labels
+        elif not torch.equal(labels, ensemble_labels):
+            raise ValueError(f"{str(src)!r} gives other labels than {str(sources[0])!r} for the same videos")
+        ok = preds.valid[:, None].float()
+        total += preds.scores[:, column] * ok
+        count += ok
+    valid = count[:, 0] > 0
+    assert ensemble_labels is not None  # at least one run
+    merged = Predictions(scores=total / count.clamp(min=1), labels=ensemble_labels, valid=valid,
+                         indices=first.indices, paths=first.paths,
+                         errors=["" if v else e for v, e in zip(valid.tolist(), first.errors)])
+    protocol = {"aggregation": f"mean of {len(sources)} runs' averaged class probabilities",
+                "runs": [{"source": str(s), "protocol": fp.get("protocol")} for s, (_, _, fp) in zip(sources, runs)]}
+    fp0 = runs[0][2]
+    report = build_report(
+        merged, None, names, extra={"split": fp0.get("split"), "ensemble_of": [str(s) for s in sources]},
+        num_missing=fp0.get("info", {}).get("num_missing"), protocol=protocol, summary=fp0.get("info", {}).get("dataset"),
+    )
+    if output_dir is not None:
+        _write_predictions(Path(output_dir), merged, names)
+        write_report(report, output_dir)
+    return report
+
+
+def _nothing_readable(preds: Predictions, split: str, num_missing: Optional[int]) -> str:
+    n = len(preds.paths)
+    if n == 0:
+        return f"the {split} split has no videos to evaluate; check data.{split}_annotation and data.{split}_split"
+    missing = f"{num_missing} file(s) missing, " if num_missing else ""
+    return (
+        f"not one of the {n} videos of the {split} split could be read ({missing}e.g. {preds.paths[0]}: "
+        f"{preds.errors[0]}); check data.root, data.{split}_dir and the paths in data.{split}_annotation "
+        "(and data.backend for decode errors)"
+    )
+
+
+def evaluate_split(target: EvalTarget, options: Optional[EvalOptions] = None) -> EvalResult:
+    """The evaluation entry point: ``target.model`` on ``options.split`` of its run's data with
+    ``target.protocol`` (clip length and stride default to the training budget's).
+
+    Every rank must call it; each evaluates its share and every rank returns the whole result.
+
+    Raises:
+        NoReadableVideosError: not one video could be read (missing files count as unreadable).
+    """
+    from videogn.engine.build import build_dataset, report_missing_videos
+
+    options = options or EvalOptions()
+    info = options.dist_info or DistInfo()
+    dataset = build_dataset(
+        target.data, target.budget, target.sources, options.split, mode="test", protocol=target.protocol,
+        class_index={name: i for i, name in enumerate(target.class_names)},
+    )
+    if info.is_main and options.output_dir is not None:
+        report_missing_videos(dataset, Path(options.output_dir) / f"missing_videos_{options.split}.txt", options.split)
+    if info.is_main:
+        n = len(dataset) if options.subset is None else len(options.subset)
+        logger.info(
+            "evaluating %d %s videos, %d clips x %d crops of %d frames (stride %d), crop %d",
+            n, options.split, dataset.num_clips, dataset.num_crops, dataset.num_frames, dataset.stride, dataset.crop_size,
+        )
+    workers = target.data.num_workers if options.num_workers is None else options.num_workers
+    return evaluate_dataset(target.model, dataset, target.class_names, options,
+                            batch_size=target.protocol.batch_size, num_workers=int(workers))
 
 
 def write_report(report: dict[str, Any], output_dir: str | Path, name: str = "report") -> tuple[Path, Path]:
-    """Write ``<name>.json`` and ``<name>_confusion_matrix.png`` into ``output_dir`` and log the headline."""
+    """Write ``<name>.json`` and ``<name>_confusion_matrix.png`` into ``output_dir`` and log the
+    headline (unreadable videos counted and said to be misses)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / f"{name}.json"
+    png_path = out / f"{name}_confusion_matrix.png"
+    files = {"report": json_path.name, "confusion_matrix": png_path.name}
+    if (out / PREDICTIONS_FILE).is_file():
+        files["predictions"] = PREDICTIONS_FILE
+    report["files"] = files
     json_path.write_text(json.dumps(_finite(report), indent=1) + "\n")
     top1 = report.get("top1", math.nan)
+    bad = int(report.get("num_unreadable") or 0)
     title = f"top-1 {100 * top1:.1f}% of {report.get('num_videos', '?')} videos"
-    if report.get("num_unreadable"):
-        title += f" ({report['num_unreadable']} unreadable: not in the matrix)"
-    png = save_confusion_matrix(report["confusion_matrix"], report["classes"], out / f"{name}_confusion_matrix.png",
-                                title=title)
+    if bad:
+        title += f" ({bad} unreadable: misses, not in the matrix)"
+    save_confusion_matrix(report["confusion_matrix"], report["classes"], png_path, title=title)
+    unreadable = "0 unreadable"
+    if bad:
+        missing = report.get("num_missing")
+        detail = f": {missing} file(s) missing, {bad - missing} failed to decode" if missing is not None else ""
+        unreadable = f"{bad} unreadable{detail}; counted as misses, listed in the report"
     logger.info(
-        "%s top-1 %.2f%%  top-5 %.2f%%  mean class accuracy %.2f%%  (%d videos, %d unreadable) -> %s",
+        "%s top-1 %.2f%%  top-5 %.2f%%  mean class accuracy %.2f%%  loss %.4f  (%d videos, %s) -> %s",
         report.get("split", "val"), 100 * top1, 100 * report["top5"], 100 * report["mean_class_accuracy"],
-        report["num_videos"], report["num_unreadable"], json_path,
+        report.get("loss", math.nan), report["num_videos"], unreadable, ", ".join(str(out / f) for f in files.values()),
     )
-    return json_path, png
+    return json_path, png_path
 
 
 def _finite(x: Any) -> Any:
@@ -259,56 +766,3 @@ def _finite(x: Any) -> Any:
     if isinstance(x, list):
         return [_finite(v) for v in x]
     return x
-
-
-def evaluate_split(
-    model: nn.Module,
-    train_cfg: Any,
-    sources: Any,
-    class_names: Sequence[str],
-    *,
-    split: str = "val",
-    data: Any = None,
-    num_clips: Optional[int] = None,
-    num_crops: Optional[int] = None,
-    batch_size: int = 1,
-    num_workers: Optional[int] = None,
-    device: torch.device | str = "cpu",
-    precision: str = "fp32",
-    dist_info: Optional[DistInfo] = None,
-    progress: Optional[bool] = None,
-    extra: Optional[dict[str, Any]] = None,
-    output_dir: Optional[str | Path] = None,
-) -> dict[str, Any]:
-    """Evaluate ``model`` on ``split`` of a run's dataset with its test protocol.
-
-    Args:
-        train_cfg: the run's :class:`~videogn.config.TrainConfig` (clip length and stride come
-            from its budget; the data settings from ``data`` if given, else from it).
-        sources: the run's :class:`~videogn.engine.build.DataSources`.
-        num_clips / num_crops / num_workers: override the data config's values.
-        output_dir: the run dir; annotated videos with no file are listed in
-            ``missing_videos_<split>.txt`` there (and logged).
-    """
-    from videogn.engine.build import build_dataset, report_missing_videos
-
-    data = data if data is not None else train_cfg.data
-    dataset = build_dataset(
-        data, train_cfg.budget, sources, split, mode="test",
-        class_index={name: i for i, name in enumerate(class_names)},
-        num_clips=num_clips, num_crops=num_crops,
-    )
-    info = dist_info or DistInfo()
-    if info.is_main and output_dir is not None:
-        report_missing_videos(dataset, Path(output_dir) / f"missing_videos_{split}.txt", split)
-    if info.is_main:
-        logger.info(
-            "evaluating %d %s videos, %d clips x %d crops of %d frames (stride %d), crop %d",
-            len(dataset), split, dataset.num_clips, dataset.num_crops, dataset.num_frames, dataset.stride, dataset.crop_size,
-        )
-    return evaluate(
-        model, dataset, class_names, batch_size=batch_size,
-        num_workers=data.num_workers if num_workers is None else num_workers,
-        device=device, precision=precision, dist_info=info, progress=progress,
-        extra={"split": split, **(extra or {})},
-    )

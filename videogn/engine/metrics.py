@@ -1,4 +1,5 @@
-"""Classification metrics over videos: top-k, confusion matrix, per-class and mean class accuracy.
+"""Classification metrics over videos: top-k, confusion matrix, per-class and mean class accuracy,
+the held-out loss, and the confusion-matrix figure (the report's PNG and TensorBoard's image).
 
 Unreadable videos (the loader's ``valid=False``) have no prediction. The headline numbers count
 them as misses, so a damaged file can never quietly shrink what was evaluated; the same numbers
@@ -8,12 +9,21 @@ over the readable videos only are reported beside them.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["classification_metrics", "confusion_matrix", "per_class_accuracy", "topk_predictions"]
+__all__ = [
+    "classification_metrics",
+    "confusion_matrix",
+    "confusion_matrix_figure",
+    "mean_cross_entropy",
+    "per_class_accuracy",
+    "save_confusion_matrix",
+    "topk_predictions",
+]
 
 
 def topk_predictions(scores: Tensor, k: int) -> Tensor:
@@ -36,6 +46,17 @@ def per_class_accuracy(labels: Tensor, correct: Tensor, num_classes: int) -> lis
     total = torch.bincount(labels.long(), minlength=num_classes)
     hits = torch.bincount(labels.long(), weights=correct.double(), minlength=num_classes)
     return [float(h / t) if t > 0 else None for h, t in zip(hits.tolist(), total.tolist())]
+
+
+def mean_cross_entropy(scores: Tensor, labels: Tensor, valid: Tensor) -> float:
+    """Mean of ``-log p[label]`` over the readable videos, ``scores`` being (N, C) class
+    probabilities (averaged over views); NaN when no video is readable. A probability that
+    underflowed to 0 counts as 1e-12 (a loss of 27.6), so one video cannot make the mean infinite."""
+    valid = valid.bool()
+    if not bool(valid.any()):
+        return math.nan
+    p = scores[valid].double().gather(1, labels[valid].long()[:, None]).squeeze(1)  # (N',)
+    return float(-p.clamp_min(1e-12).log().mean())
 
 
 def _mean(values: Sequence[Optional[float]]) -> float:
@@ -90,3 +111,46 @@ def classification_metrics(
     out["readable"] = readable
     out["confusion_matrix"] = confusion_matrix(labels[valid], ranked[valid, 0], c).tolist()
     return out
+
+
+def confusion_matrix_figure(cm: Sequence[Sequence[int]], class_names: Sequence[str], title: str = "") -> Any:
+    """Row-normalised confusion matrix (rows true, columns predicted) as a matplotlib figure (Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    m = torch.tensor(cm, dtype=torch.float64)
+    rows = m.sum(dim=1, keepdim=True).clamp_min(1)
+    norm = (m / rows).numpy()
+    n = len(class_names)
+    size = min(4 + 0.45 * n, 40)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix (row-normalised)")
+    if n <= 40:  # label the axes only when the names stay readable
+        ax.set_xticks(range(n), labels=list(class_names), rotation=90)
+        ax.set_yticks(range(n), labels=list(class_names))
+        if n <= 15:
+            for i in range(n):
+                for j in range(n):
+                    if m[i, j] > 0:
+                        ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=8,
+                                color="white" if norm[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    return fig
+
+
+def save_confusion_matrix(cm: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """:func:`confusion_matrix_figure` as a PNG at ``path`` (parent folders created)."""
+    import matplotlib.pyplot as plt
+
+    fig = confusion_matrix_figure(cm, class_names, title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,6 +1,8 @@
-"""What a training run reports as it goes: ``metrics.csv`` (every step), TensorBoard (train
-scalars every ``log_every`` steps; validation metrics and the confusion matrix after evaluation),
-the log line every ``log_every`` steps and a progress bar when stderr is a terminal.
+"""What a training run reports as it goes: ``metrics.csv`` (every step, with the step's clip shape
+T, S, B), ``val_metrics.csv`` (every validation during training), TensorBoard (train scalars every
+``log_every`` steps, ``validation/*`` at each validation; the final evaluation's metrics and
+confusion matrix after it), the log line every ``log_every`` steps and a progress bar when stderr
+is a terminal.
 
 Rank 0 writes; other ranks get a log that records nothing. While the bar is shown, log records
 are routed through tqdm's writer so a log line never lands in the middle of the bar, and the
@@ -18,13 +20,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Optional, Sequence
 
-__all__ = ["CSV_FIELDS", "TrainLog", "log_eval_to_tensorboard"]
+__all__ = ["CSV_FIELDS", "VAL_CSV_FIELDS", "TrainLog", "log_eval_to_tensorboard"]
 
 logger = logging.getLogger("videogn.engine.trainer")
 
-CSV_FIELDS = ("step", "epoch", "loss", "lr", "clips_per_s", "skipped", "time_s")
+# T, S, B: the step's clip shape (frames, crop size, clips per micro-batch and process), so a budget
+# schedule can be checked against what was trained
+CSV_FIELDS = ("step", "epoch", "loss", "lr", "T", "S", "B", "clips_per_s", "skipped", "time_s")
+# validation during training; best: 1 when it wrote checkpoints/best.pt
+VAL_CSV_FIELDS = ("step", "epoch", "val_top1", "val_top5", "val_loss", "num_videos", "best")
+_TB_VAL_KEYS = {"val_top1": "top1", "val_top5": "top5", "val_loss": "loss"}
 _TB_TRAIN_KEYS = ("loss", "lr", "clips_per_s")
-_TB_EVAL_KEYS = ("top1", "top5", "mean_class_accuracy")
+_TB_EVAL_KEYS = ("top1", "top5", "mean_class_accuracy", "loss")
 
 
 class TrainLog:
@@ -52,6 +59,7 @@ class TrainLog:
         self.show_bar = (progress_bar if progress_bar is not None else sys.stderr.isatty()) and out is not None
         self.config_yaml = config_yaml
         self._csv_file: Any = None
+        self._val_file: Any = None
         self._tb: Any = None
         self._bar: Any = None
         self._stack = contextlib.ExitStack()
@@ -60,7 +68,9 @@ class TrainLog:
         if self.out is None:
             return self
         (self.out / "config.yaml").write_text(self.config_yaml)
-        self._open_csv(self.out / "metrics.csv")
+        self._csv_file, self._csv = self._open_csv(self.out / "metrics.csv", CSV_FIELDS)
+        if (self.out / "val_metrics.csv").exists():  # a resumed run's: keep it up to the resumed step
+            self._val_file, self._val_csv = self._open_csv(self.out / "val_metrics.csv", VAL_CSV_FIELDS)
         if self.use_tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -77,21 +87,24 @@ class TrainLog:
         self._stack.close()
         if self._bar is not None:
             self._bar.close()
-        if self._csv_file is not None:
-            self._csv_file.close()
+        for f in (self._csv_file, self._val_file):
+            if f is not None:
+                f.close()
         if self._tb is not None:
             self._tb.close()
 
-    def _open_csv(self, path: Path) -> None:
+    def _open_csv(self, path: Path, fields: Sequence[str]) -> tuple[Any, csv.DictWriter]:
         kept: list[dict[str, str]] = []
         if path.exists():  # keep history up to the resumed step, drop what the crash lost
             with open(path, newline="") as f:
                 kept = [r for r in csv.DictReader(f) if int(r["step"]) <= self.first_step]
-        self._csv_file = open(path, "w", newline="")
-        self._csv = csv.DictWriter(self._csv_file, fieldnames=CSV_FIELDS)
-        self._csv.writeheader()
-        self._csv.writerows(kept)
-        self._csv_file.flush()
+        file = open(path, "w", newline="")
+        # rows written by an older release lack the newer columns: left empty
+        writer = csv.DictWriter(file, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+        file.flush()
+        return file, writer
 
     def step(self, row: dict[str, Any]) -> None:
         """Record one optimizer step (a row with :data:`CSV_FIELDS`)."""
@@ -105,18 +118,38 @@ class TrainLog:
             self._bar.update(1)
         if step % self.log_every and not last:
             return
-        logger.info("step %d/%d epoch %d loss %.4f lr %.3e", step, self.total_steps, row["epoch"], row["loss"], row["lr"])
+        logger.info("step %d/%d epoch %d loss %.4f lr %.3e clip T=%s S=%s B=%s", step, self.total_steps, row["epoch"],
+                    row["loss"], row["lr"], row.get("T"), row.get("S"), row.get("B"))
         if self._tb is not None:
             for key in _TB_TRAIN_KEYS:
                 if math.isfinite(row[key]):
                     self._tb.add_scalar(f"train/{key}", row[key], step)
+
+    def validation(self, row: dict[str, Any]) -> None:
+        """Record one validation during training (a row with :data:`VAL_CSV_FIELDS`): the log line,
+        ``val_metrics.csv`` and TensorBoard's ``validation/top1``, ``/top5``, ``/loss``."""
+        if self.out is None:
+            return
+        logger.info(
+            "validation at step %d (epoch %d): top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%d videos)%s",
+            row["step"], row["epoch"], 100 * row["val_top1"], 100 * row["val_top5"], row["val_loss"],
+            row["num_videos"], "  new best" if row["best"] else "",
+        )
+        if self._val_file is None:
+            self._val_file, self._val_csv = self._open_csv(self.out / "val_metrics.csv", VAL_CSV_FIELDS)
+        self._val_csv.writerow(row)
+        self._val_file.flush()
+        if self._tb is not None:
+            for key, name in _TB_VAL_KEYS.items():
+                if math.isfinite(row[key]):
+                    self._tb.add_scalar(f"validation/{name}", row[key], row["step"])
 
 
 def log_eval_to_tensorboard(out: Path, report: dict[str, Any], step: int, class_names: Sequence[str]) -> None:
     """Validation headline numbers and the confusion matrix into ``<out>/tensorboard`` at ``step``."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from videogn.engine.evaluator import confusion_matrix_figure
+    from videogn.engine.metrics import confusion_matrix_figure
 
     split = report.get("split", "val")
     with contextlib.closing(SummaryWriter(log_dir=str(out / "tensorboard"))) as tb:

@@ -31,6 +31,22 @@ On the CPU, denormal floats are flushed to zero (``torch.set_flush_denormal``) f
 Preemption: on SIGTERM or SIGUSR1 every rank finishes the current optimizer step, rank 0 writes a
 checkpoint, and :meth:`Trainer.fit` raises :class:`~videogn.engine.preemption.TrainingPreempted`
 (``videogn-train`` exits with status 75); ``trainer.resume=auto`` continues from there.
+
+Validation during training (``trainer.val_every`` epochs or steps, ``trainer.val_unit``): the
+evaluation entry point (:func:`~videogn.engine.evaluator.evaluate_split`) on the val split with the
+``eval`` protocol (``trainer.val_num_clips`` clips per video when set), on ``trainer.val_subset``
+videos (a fixed subset drawn once from ``trainer.seed``), writing no per-video files. Its top-1,
+top-5 and loss go to ``val_metrics.csv``, TensorBoard (``validation/*``) and the log; the best
+weights by ``trainer.best_metric`` are kept in ``checkpoints/best.pt`` (a full checkpoint, written
+atomically, outside the ``step_*.pt`` rotation: never pruned, never taken by ``resume=auto``), and
+the best value so far travels in every periodic checkpoint, so a resumed run keeps comparing against
+it. Every RNG is restored after a validation: the training that follows is the one a run without
+validation would do.
+
+Bad videos: a clip that fails to decode is replaced by the dataset; the batch says which video and
+why (``replaced``), and rank 0 logs each newly bad video once — from every rank — and appends it to
+``bad_videos.log``. The summary counts distinct videos (``bad_videos``) and replacements
+(``bad_video_replacements``).
 """
 
 from __future__ import annotations
@@ -42,7 +58,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -51,23 +67,30 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from videogn import checkpoint as ckpt
 from videogn.budget import batch_lr_scale, build_batch_sampler
-from videogn.config.schema import ConfigError, TrainConfig
+from videogn.config.schema import BEST_METRICS, ConfigError, TrainConfig
 from videogn.data.transforms import normalize_batch
-from videogn.engine import checkpoint as ckpt
-from videogn.engine.build import build_dataset, build_model, report_missing_videos, resolve_data
+from videogn.engine.build import build_dataset, build_model, build_optimizer, report_missing_videos, resolve_data
 from videogn.engine.distributed import (
     DistInfo, PeerWatch, all_gather_objects, broadcast_object, collective_device, init_distributed,
 )
-from videogn.optim import LRSchedule, build_sgd
+from videogn.optim import LRSchedule
 from videogn.engine.preemption import StopSignals, TrainingPreempted, ignore_stop_signals
 from videogn.engine.train_log import TrainLog
+from videogn.models.checkpointing import apply_activation_checkpointing
 from videogn.threads import plan_threads
 from videogn.runtime import check_training_precision, forward_backward, optimizer_step, seed_everything, unwrap
 
-__all__ = ["NonFiniteLossError", "TrainState", "Trainer"]
+if TYPE_CHECKING:
+    from videogn.engine.evaluator import EvalTarget
+
+__all__ = ["BEST_CHECKPOINT", "BAD_VIDEO_LOG", "NonFiniteLossError", "TrainState", "Trainer"]
 
 logger = logging.getLogger(__name__)
+
+BEST_CHECKPOINT = "best.pt"  # in checkpoints/: the best validation so far (trainer.best_metric)
+BAD_VIDEO_LOG = "bad_videos.log"  # in the run dir: one "path<TAB>cause" line per distinct bad video
 
 
 class NonFiniteLossError(RuntimeError):
@@ -89,6 +112,8 @@ class _Window:
 
     micro: int = 0
     clips: int = 0
+    shape: tuple[int, int, int] = (0, 0, 0)  # (T, S, B) of the last micro-batch (one shape per batch)
+    replaced: int = 0  # bad videos replaced by other clips in this window (this rank)
     loss_sum: Any = 0.0  # sum over micro-batches of mean loss x clips (this rank; a tensor once added to)
 
 
@@ -134,17 +159,23 @@ class Trainer:
         self._build_data()
         self._build_optimization()
         self.state = TrainState()
+        self.best: Optional[dict[str, Any]] = None  # {"metric", "value", "step"} of checkpoints/best.pt
+        self.bad_videos: dict[str, str] = {}  # path -> cause: every rank's bad videos (rank 0 hears of all)
+        self.bad_video_replacements = 0  # clips drawn in place of a bad video, all ranks
+        self._bad_seen_here: set[str] = set()  # this rank's, so a video is gathered once
+        self._bad_new: list[tuple[str, str]] = []  # this rank's new ones, gathered at the step's end
+        self._val_positions: Optional[list[int]] = None
         self.resumed_from: Optional[Path] = None
         self.saved_step: Optional[int] = None  # the step of the newest checkpoint of this run
         self._maybe_resume()
+        self._start_bad_video_log()
 
     def _build_data(self) -> None:
         cfg, tc = self.cfg, self.cfg.trainer
         self.sources = resolve_data(cfg.data)
-        self.bad_video_log = self.out / "bad_videos.log" if self.dist.is_main else None
-        self.train_set = build_dataset(
-            cfg.data, cfg.budget, self.sources, "train", mode="train", bad_video_log=self.bad_video_log
-        )
+        # written by rank 0's main process from every rank's batches (see _record_bad_videos)
+        self.bad_video_log = self.out / BAD_VIDEO_LOG if self.dist.is_main else None
+        self.train_set = build_dataset(cfg.data, cfg.budget, self.sources, "train", mode="train")
         report_missing_videos(self.train_set, self.out / "missing_videos.txt" if self.dist.is_main else None, "train")
         self.class_names: list[str] = list(self.sources.classes or self.train_set.classes)
         if cfg.model.num_classes is not None and cfg.model.num_classes != len(self.class_names):
@@ -165,15 +196,19 @@ class Trainer:
 
     def _build_optimization(self) -> None:
         cfg = self.cfg
-        model = build_model(cfg.model, cfg.norm, len(self.class_names)).to(self.device)
+        tc = cfg.trainer
+        model = build_model(cfg.model, cfg.norm, len(self.class_names))
+        # recomputes blocks in backward; the modules keep their names, so checkpoints stay plain
+        apply_activation_checkpointing(model, cfg.model.name, tc.activation_checkpointing)
+        self.memory_format = torch.channels_last_3d if tc.channels_last else torch.contiguous_format
+        model = model.to(self.device, memory_format=self.memory_format)
+        if tc.compile:
+            _compile_in_place(model, self.device)
         if self.dist.distributed:
             model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.model = model
         oc, sc = cfg.optim, cfg.sched
-        self.optimizer = build_sgd(
-            unwrap(model), oc.lr, momentum=oc.momentum, nesterov=oc.nesterov,
-            weight_decay=oc.weight_decay, norm_weight_decay=oc.norm_weight_decay,
-        )
+        self.optimizer = build_optimizer(oc, unwrap(model))
         self.schedule = LRSchedule(
             sc.name, self.total_steps, warmup_fraction=sc.warmup_fraction,
             warmup_start_factor=sc.warmup_start_factor, milestones=sc.milestones, gamma=sc.gamma,
@@ -198,6 +233,14 @@ class Trainer:
     def unwrapped_model(self) -> nn.Module:
         return unwrap(self.model)
 
+    def evaluation_target(self) -> EvalTarget:
+        """What :func:`~videogn.engine.evaluator.evaluate_split` needs from this run: the network
+        (unwrapped from DDP), its class order, the data and budget, and the ``eval`` protocol."""
+        from videogn.engine.evaluator import EvalTarget
+
+        return EvalTarget(model=unwrap(self.model), class_names=list(self.class_names), data=self.cfg.data,
+                          budget=self.cfg.budget, sources=self.sources, protocol=self.cfg.eval)
+
     # ------------------------------------------------------------------------------------
     # the loop
     # ------------------------------------------------------------------------------------
@@ -206,7 +249,8 @@ class Trainer:
         """Train to the end of the schedule (or only until ``until_step``) and return a summary.
 
         Every ``trainer.checkpoint_every`` steps, when it stops, and when a stop signal arrives,
-        a checkpoint is written.
+        a checkpoint is written; every ``trainer.val_every`` epochs or steps the model is
+        validated (:meth:`validate`) first.
 
         Raises:
             TrainingPreempted: a SIGTERM/SIGUSR1 stopped the run (after checkpointing).
@@ -269,15 +313,24 @@ class Trainer:
     def _micro_step(self, batch: dict[str, Any], window: _Window, *, sync: bool) -> None:
         # uint8 (N, 3, T, H, W) crosses to the device; float conversion and normalisation happen there
         x = normalize_batch(batch["video"].to(self.device, non_blocking=True), self.train_set.mean, self.train_set.std)
+        # the loader's uint8 clips are C-innermost already (a no-op for channels_last); one layout end to end
+        x = x.contiguous(memory_format=self.memory_format)
         y = batch["label"].to(self.device, non_blocking=True)
         # DDP all-reduces gradients only on the window's last micro-batch
         no_sync = self.model.no_sync() if (self.dist.distributed and not sync) else contextlib.nullcontext()
         with no_sync:
             # weighted by N here, divided by the window's clips at the step: exact for any sizes
             loss = forward_backward(self.model, x, y, precision=self.cfg.trainer.precision,
-                                    loss_weight=x.shape[0], scaler=self.scaler if self.scaler.is_enabled() else None)
+                                    loss_weight=x.shape[0], scaler=self.scaler if self.scaler.is_enabled() else None,
+                                    label_smoothing=self.cfg.optim.label_smoothing)
         window.micro += 1
         window.clips += x.shape[0]
+        window.shape = (x.shape[2], x.shape[-1], x.shape[0])  # x: (B, 3, T, S, S)
+        for path, cause in batch.get("replaced", ()):
+            window.replaced += 1
+            if path not in self._bad_seen_here:
+                self._bad_seen_here.add(path)
+                self._bad_new.append((path, cause))
         window.loss_sum = window.loss_sum + loss * x.shape[0]  # a tensor: read once per step, not per micro-batch
         self.state.batch_in_epoch += 1
 
@@ -314,16 +367,20 @@ class Trainer:
                     f"(sched.warmup_fraction) or set optim.grad_clip_norm"
                 )
         s.step += 1
-        if s.batch_in_epoch >= micro_in_epoch:
+        epoch_ended = s.batch_in_epoch >= micro_in_epoch
+        if epoch_ended:
             s.epoch, s.batch_in_epoch = s.epoch + 1, 0
         self.last_loss = self._agree_on_step(window, applied, signals)
         now = time.perf_counter()
+        t, size, b = window.shape
         log.step({
-            "step": s.step, "epoch": s.epoch, "loss": self.last_loss, "lr": lr,
+            "step": s.step, "epoch": s.epoch, "loss": self.last_loss, "lr": lr, "T": t, "S": size, "B": b,
             "clips_per_s": window.clips * self.dist.world_size / max(now - self._t_step, 1e-9),
             "skipped": int(not applied), "time_s": round(now - self._t0, 3),
         })
-        self._t_step = now
+        if self._validation_due(epoch_ended):
+            self.validate(log)  # before the checkpoint of this step, so it holds the best value so far
+        self._t_step = time.perf_counter()  # validation time is not training throughput
         if s.step % tc.checkpoint_every == 0 or s.step == stop_at:
             self.save_checkpoint()
 
@@ -331,10 +388,18 @@ class Trainer:
         """The step's loss over every rank's clips (NaN when skipped), and whether any rank got a stop
         signal (then :attr:`stopped_by` is set on every rank at this same step): one all-reduce."""
         loss_sum, clips, stop = float(window.loss_sum), float(window.clips), signals.received is not None
+        replaced, new_bad = window.replaced, len(self._bad_new)
         if self.dist.distributed:
-            t = torch.tensor([loss_sum, clips, float(stop)], dtype=torch.float64, device=collective_device())
+            t = torch.tensor([loss_sum, clips, float(stop), float(replaced), float(new_bad)], dtype=torch.float64,
+                             device=collective_device())
             dist.all_reduce(t)
             loss_sum, clips, stop = float(t[0]), float(t[1]), bool(t[2] > 0)
+            replaced, new_bad = int(t[3]), int(t[4])
+        self.bad_video_replacements += replaced
+        if new_bad:  # a gather only on the (rare) steps that met a new bad video on some rank
+            found = all_gather_objects(self._bad_new) if self.dist.distributed else [self._bad_new]
+            self._bad_new = []
+            self._record_bad_videos([item for part in found for item in part])
         if stop and self.stopped_by is None:
             self.stopped_by = signals.received or "a stop signal on another rank"
         return loss_sum / clips if applied else math.nan
@@ -383,6 +448,8 @@ class Trainer:
             "skipped_steps": s.skipped_steps,
             "wall_s": round(time.perf_counter() - self._t0, 3),
             "bad_videos": self.bad_video_count(),
+            "bad_video_replacements": self.bad_video_replacements,
+            "best": dict(self.best) if self.best else None,
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
             "state": asdict(s),
         }
@@ -391,10 +458,121 @@ class Trainer:
         return summary
 
     def bad_video_count(self) -> int:
-        """Videos that failed to decode during training and were replaced (rank 0's log)."""
-        if self.bad_video_log is None or not self.bad_video_log.exists():
-            return 0
-        return sum(1 for line in self.bad_video_log.read_text().splitlines() if line.strip())
+        """Distinct videos that failed to decode during training (on any rank) and were replaced."""
+        return len(self.bad_videos)
+
+    def _start_bad_video_log(self) -> None:
+        # A resumed run continues its list (those videos are not announced again); a new run starts one.
+        if self.bad_video_log is None:
+            return
+        if self.resumed_from is None:
+            self.bad_video_log.unlink(missing_ok=True)
+            return
+        if self.bad_video_log.is_file():
+            for line in self.bad_video_log.read_text(encoding="utf-8", errors="replace").splitlines():
+                path, _, cause = line.partition("\t")
+                if path.strip():
+                    self.bad_videos.setdefault(path, cause)
+            self._bad_seen_here.update(self.bad_videos)
+
+    def _record_bad_videos(self, found: list[tuple[str, str]]) -> None:
+        """Every rank's newly bad videos of this step: rank 0 logs each once and appends it to the log."""
+        lines = []
+        for path, cause in found:
+            if path in self.bad_videos:
+                continue
+            self.bad_videos[path] = cause
+            if self.dist.is_main:
+                logger.warning("bad video, replaced by another clip (step %d): %s: %s", self.state.step, path, cause)
+                lines.append(f"{path}\t{cause}\n")
+        if lines and self.bad_video_log is not None:
+            with open(self.bad_video_log, "a", encoding="utf-8") as f:
+                f.writelines(lines)
+
+    # ------------------------------------------------------------------------------------
+    # validation during training
+    # ------------------------------------------------------------------------------------
+
+    def _validation_due(self, epoch_ended: bool) -> bool:
+        tc = self.cfg.trainer
+        if tc.val_every is None:
+            return False
+        if tc.val_unit == "step":
+            return self.state.step % tc.val_every == 0
+        return epoch_ended and self.state.epoch % tc.val_every == 0
+
+    def _val_subset(self) -> Optional[list[int]]:
+        """``trainer.val_subset`` positions of the val split, drawn once from ``trainer.seed`` (a
+        private RNG: the training streams are untouched); None: every video."""
+        cfg, want = self.cfg, self.cfg.trainer.val_subset
+        if want is None:
+            return None
+        if self._val_positions is None:
+            import random
+
+            # the split exactly as evaluate_split builds it (test mode keeps missing files as items)
+            n = len(build_dataset(cfg.data, cfg.budget, self.sources, "val", mode="test", protocol=cfg.eval,
+                                  class_index={name: i for i, name in enumerate(self.class_names)}))
+            self._val_positions = sorted(random.Random(cfg.trainer.seed).sample(range(n), min(want, n)))
+        return self._val_positions
+
+    def validate(self, log: Optional[TrainLog] = None) -> dict[str, float]:
+        """Evaluate on the val split now (every rank must call it), update ``checkpoints/best.pt``.
+
+        The evaluation is :func:`~videogn.engine.evaluator.evaluate_split`'s, with the ``eval``
+        protocol (``trainer.val_num_clips`` clips when set) on ``trainer.val_subset`` videos; it
+        writes no per-video file. Every RNG is restored afterwards.
+
+        Returns:
+            ``{"val_top1", "val_top5", "val_loss"}``.
+
+        Raises:
+            NoReadableVideosError: not one validation video could be read.
+        """
+        import dataclasses
+
+        from videogn.engine.evaluator import EvalOptions, evaluate_split
+
+        tc, s = self.cfg.trainer, self.state
+        target = self.evaluation_target()
+        if tc.val_num_clips is not None:
+            target.protocol = dataclasses.replace(target.protocol, num_clips=tc.val_num_clips)
+        self._sync_buffers()  # evaluate rank 0's model, the one best.pt will hold (BN statistics)
+        rng = ckpt.capture_rng_state()  # the loader's workers draw their seeds from the global RNG
+        try:
+            result = evaluate_split(target, EvalOptions(
+                split="val", device=self.device, precision=tc.precision, num_workers=self.num_workers,
+                dist_info=self.dist, progress=False, output_dir=None, subset=self._val_subset(),
+                extra={"step": s.step},
+            ))
+        finally:
+            ckpt.restore_rng_state(rng)
+        metrics = {"val_top1": result.top1, "val_top5": result.top5, "val_loss": result.loss}
+        improved = self._update_best(metrics[tc.best_metric])
+        if log is not None:
+            log.validation({"step": s.step, "epoch": s.epoch, **metrics,
+                            "num_videos": int(result.report["num_videos"]), "best": int(improved)})
+        if improved:
+            self._save_best()
+        return metrics
+
+    def _update_best(self, value: float) -> bool:
+        metric = self.cfg.trainer.best_metric
+        if not math.isfinite(value):
+            return False
+        if self.best is not None and self.best.get("metric") == metric:
+            old = float(self.best["value"])
+            if not (value > old if BEST_METRICS[metric] == "max" else value < old):
+                return False
+        self.best = {"metric": metric, "value": float(value), "step": self.state.step}
+        return True
+
+    def _save_best(self) -> None:
+        state = self._checkpoint_state()  # collective: all ranks take part
+        if not self.dist.is_main:
+            return
+        path = ckpt.save_checkpoint(state, self.ckpt_dir / BEST_CHECKPOINT)
+        logger.info("saved %s (best %s so far)", path, self.cfg.trainer.best_metric)
 
     # ------------------------------------------------------------------------------------
     # checkpoints
@@ -404,23 +582,23 @@ class Trainer:
         # Every rank's RNG, so each rank resumes its own dropout/augmentation stream.
         rng_all = all_gather_objects(ckpt.capture_rng_state())
         s = self.state
-        return {
-            "format": "videogn-checkpoint",
-            "version": 1,
-            "model": unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.schedule.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": s.step,
-            "sampler": {"epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch, "seed": self.cfg.trainer.seed},
-            "sampler_setup": self.batch_sampler.state_dict(),
-            "nonfinite_streak": s.nonfinite_streak,
-            "skipped_steps": s.skipped_steps,
-            "rng": rng_all,
-            "world_size": self.dist.world_size,
-            "class_names": list(self.class_names),
-            "config": _config_yaml(self.cfg),
-        }
+        return ckpt.make_checkpoint(
+            model_state=unwrap(self.model).state_dict(),
+            step=s.step,
+            class_names=list(self.class_names),
+            config=_config_yaml(self.cfg),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.schedule.state_dict(),
+            scaler=self.scaler.state_dict(),
+            sampler={"epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch, "seed": self.cfg.trainer.seed},
+            sampler_setup=self.batch_sampler.state_dict(),
+            nonfinite_streak=s.nonfinite_streak,
+            skipped_steps=s.skipped_steps,
+            rng=rng_all,
+            world_size=self.dist.world_size,
+            best=dict(self.best) if self.best else None,  # resumed runs keep comparing against it
+            bad_video_replacements=self.bad_video_replacements,
+        )
 
     def save_checkpoint(self) -> Optional[Path]:
         """Write ``checkpoints/step_<step>.pt`` (rank 0; every rank must call it) and prune old ones."""
@@ -442,11 +620,16 @@ class Trainer:
         if resume == "never":
             return
         if resume == "auto":
-            found = None
+            found, refusal = None, None
             if self.dist.is_main:
-                hit = ckpt.find_latest_checkpoint(self.ckpt_dir)
-                found = str(hit[0]) if hit else None
-            found = broadcast_object(found)
+                try:
+                    hit = ckpt.find_latest_checkpoint(self.ckpt_dir)
+                    found = str(hit[0]) if hit else None
+                except ckpt.CheckpointError as e:  # e.g. written by a newer videogn: never skip it silently
+                    refusal = str(e)
+            found, refusal = broadcast_object((found, refusal))  # every rank stops, not only rank 0
+            if refusal is not None:
+                raise ConfigError(f"trainer.resume=auto: {refusal}")
             if found is None:
                 return
             path = Path(found)
@@ -454,11 +637,19 @@ class Trainer:
             path = Path(resume).expanduser()
             if not path.is_file():
                 raise ConfigError(f"trainer.resume must be 'auto', 'never' or an existing checkpoint, got {resume!r}")
-        self.load_checkpoint(path)
+        try:
+            self.load_checkpoint(path)
+        except ckpt.CheckpointError as e:
+            raise ConfigError(f"trainer.resume: {e}") from None
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore the full training state from ``path``."""
-        state = ckpt.load_checkpoint(path, map_location="cpu")
+        """Restore the full training state from ``path`` (any format version :mod:`videogn.checkpoint` reads).
+
+        Raises:
+            CheckpointError: the file is missing, damaged, not a videogn checkpoint, from a newer
+                videogn, or holds no training state.
+        """
+        state = ckpt.load_checkpoint(path, map_location="cpu", resume=True)
         try:
             self.batch_sampler.check_resumable(state.get("sampler_setup") or {})
         except ValueError as e:
@@ -491,9 +682,28 @@ class Trainer:
                 len(rngs), self.dist.world_size,
             )
             ckpt.restore_rng_state(rngs[0])
+        best = state.get("best")  # absent in checkpoints of runs without validation, or older ones
+        if isinstance(best, dict) and best.get("metric") == self.cfg.trainer.best_metric:
+            self.best = {"metric": str(best["metric"]), "value": float(best["value"]), "step": int(best["step"])}
+        elif isinstance(best, dict):
+            logger.info("the checkpoint's best %s is not this run's trainer.best_metric=%s: best.pt starts over",
+                        best.get("metric"), self.cfg.trainer.best_metric)
+        self.bad_video_replacements = int(state.get("bad_video_replacements", 0))
         self.resumed_from = Path(path)
         self.saved_step = self.state.step
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.state.step, self.state.epoch, self.state.batch_in_epoch)
+
+
+def _compile_in_place(model: nn.Module, device: torch.device) -> None:
+    """``trainer.compile``: ``nn.Module.compile`` compiles the module's call in place, so its
+    parameters, state-dict keys (no ``_orig_mod.``) and optimizer stay those of the eager model."""
+    if device.type == "cpu":
+        logger.warning(
+            "trainer.compile=true on the CPU: compiled training was measured slower than eager on the CPU "
+            "(i3d_tiny GN: 2.9x the eager step time, plus ~100 s of compilation and a recompile per new clip "
+            "shape; issue 24); set trainer.compile=false unless you have measured otherwise"
+        )
+    model.compile()
 
 
 def _check_trainable_precision(precision: str, device: torch.device) -> None:

@@ -3,17 +3,21 @@ and the submodule swap they share."""
 
 from videogn.layers.activations import ACTS, ActSpec, create_norm_act, fused_act_name, resolve_act
 
-from videogn.layers.group_norm3d import GroupNorm3d, resolve_num_groups
+from videogn.layers.group_norm3d import DEFAULT_NUM_GROUPS, MIN_GROUP_SIZE, GroupNorm3d, resolve_num_groups
 from videogn.layers.init import last_norm_of_block, zero_init_last_norm
 from videogn.layers.norms import (
     NORM_NAMES,
     NORMS,
+    TORCH_NORMS,
     NormSpec,
     FrozenBatchNorm,
     NormChange,
+    NormEntry,
     convert_norm,
     create_norm,
     format_norm_report,
+    norm_weight_decay,
+    register_norm,
     resolve_norm,
 )
 from videogn.layers.surgery import replace_children
@@ -26,7 +30,13 @@ __all__ = [
     "fused_act_name",
     "resolve_act",
     "NORMS",
+    "TORCH_NORMS",
     "NormSpec",
+    "NormEntry",
+    "register_norm",
+    "norm_weight_decay",
+    "DEFAULT_NUM_GROUPS",
+    "MIN_GROUP_SIZE",
     "GroupNorm3d",
     "resolve_num_groups",
     "NORM_NAMES",

@@ -8,69 +8,86 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from videogn.checks import check_int
 from videogn.functional import BACKENDS, check_activation, group_norm
 
-__all__ = ["GroupNorm3d", "resolve_num_groups"]
+__all__ = ["DEFAULT_NUM_GROUPS", "MIN_GROUP_SIZE", "GroupNorm3d", "resolve_num_groups"]
 
 logger = logging.getLogger(__name__)
 _ADJUSTED_SEEN: set[tuple[int, int]] = set()
 
 
-_DEFAULT_GROUPS = 32  # the paper's G
+DEFAULT_NUM_GROUPS = 32  # the paper's G
+MIN_GROUP_SIZE = 2  # channels per group the adjusted and default G keep where C allows (1 is InstanceNorm)
 
 
-def _largest_divisor_at_most(n: int, bound: int) -> int:
-    return max(d for d in range(1, min(n, bound) + 1) if n % d == 0)
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def resolve_num_groups(
     num_channels: int,
-    num_groups: int = 32,
+    num_groups: Optional[int] = None,
     group_size: Optional[int] = None,
+    *,
     strict: bool = False,
 ) -> int:
-    """The number of groups GroupNorm3d uses for ``num_channels`` channels.
+    """The number of groups GroupNorm3d uses for ``num_channels`` channels: the one rule, for the
+    bare layer, the norm registry, :func:`convert_norm` and the model zoo alike.
 
-    Policy for channel counts the request does not divide (real nets have them: torchvision's
-    R(2+1)D has 45, 144, 230, 460 and 921 channels): take the largest divisor of C that is not
-    above the requested G (with ``group_size`` the requested G is ``max(1, C // group_size)``,
-    so groups never get smaller than asked). ``strict=True`` raises ValueError instead.
+    * An explicit request that divides C is used as given: ``num_groups=G`` with ``C % G == 0``
+      (even ``G = C``, InstanceNorm), or ``group_size=s`` with ``C % s == 0``.
+    * Otherwise G is the largest divisor of C that is at most the request and leaves at least
+      :data:`MIN_GROUP_SIZE` (2) channels per group where C allows, so a layer never silently
+      becomes InstanceNorm: ``C=24`` -> 12 groups of 2, ``C=45`` -> 15 of 3, ``C=921`` -> 3,
+      ``C=1`` -> 1. The request is ``num_groups``, or ``max(1, C // group_size)``.
+    * The default (``num_groups`` and ``group_size`` both None) requests
+      :data:`DEFAULT_NUM_GROUPS` (32) and always follows the rule above, also when 32 divides C:
+      ``C=32`` -> 16 groups of 2, ``C=64`` -> 32.
+    * ``strict=True`` uses the request (default 32) exactly, and raises ValueError if it does not
+      divide C.
+
+    Real nets have such channel counts: torchvision's R(2+1)D has 45, 144, 230, 460 and 921.
 
     Args:
         num_channels: C, a positive integer.
-        num_groups: requested G (ignored when ``group_size`` is given).
+        num_groups: requested G; None for the default.
         group_size: requested channels per group, the alternative to ``num_groups``.
         strict: raise instead of adjusting.
     """
-    for name, value in (("num_channels", num_channels), ("num_groups", num_groups)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_int("num_channels", num_channels)
+    for name, value in (("num_groups", num_groups), ("group_size", group_size)):
+        if value is not None:
+            check_int(name, value)
+    if num_groups is not None and group_size is not None:
+        raise ValueError(f"give num_groups or group_size, not both (got {num_groups} and {group_size})")
+    explicit = num_groups is not None or group_size is not None
     if group_size is not None:
-        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
-            raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
         if num_channels % group_size == 0:
             return num_channels // group_size
         if strict:
             raise ValueError(
-                f"group_size={group_size} does not divide num_channels={num_channels} (strict=True)"
+                f"group_size={group_size} does not divide num_channels={num_channels} (strict=True); "
+                f"divisors of {num_channels} are {_divisors(num_channels)}"
             )
         requested = max(1, num_channels // group_size)
     else:
-        if num_channels % num_groups == 0:
-            return num_groups
+        requested = DEFAULT_NUM_GROUPS if num_groups is None else num_groups
+        if num_channels % requested == 0 and (explicit or strict):
+            return requested
         if strict:
             raise ValueError(
-                f"num_groups={num_groups} does not divide num_channels={num_channels} "
-                f"(strict=True); divisors of {num_channels} are "
-                f"{[d for d in range(1, num_channels + 1) if num_channels % d == 0]}"
+                f"num_groups={requested} does not divide num_channels={num_channels} (strict=True); "
+                f"divisors of {num_channels} are {_divisors(num_channels)}"
             )
-        requested = num_groups
-    groups = _largest_divisor_at_most(num_channels, requested)
-    if (num_channels, requested) not in _ADJUSTED_SEEN:
+    bound = min(requested, max(1, num_channels // MIN_GROUP_SIZE))
+    groups = max(d for d in _divisors(num_channels) if d <= bound)
+    if groups != requested and (num_channels, requested) not in _ADJUSTED_SEEN:
         _ADJUSTED_SEEN.add((num_channels, requested))
         logger.warning(
-            "GroupNorm3d: %d channels are not divisible into %d groups; using %d groups of %d",
-            num_channels, requested, groups, num_channels // groups,
+            "GroupNorm3d: %d groups requested for %d channels (%s); using %d groups of %d",
+            requested, num_channels, "not a divisor" if num_channels % requested else "1 channel each",
+            groups, num_channels // groups,
         )
     return groups
 
@@ -88,7 +105,7 @@ class GroupNorm3d(nn.GroupNorm):
     * ``nn.GroupNorm``'s order by position, ``GroupNorm3d(32, 256)``: a second positional number
       larger than the first and a multiple of it is read as (num_groups, num_channels). Keywords
       are never reordered: ``GroupNorm3d(16, num_groups=32)`` is 16 channels with 32 groups
-      requested (16 used, see :func:`resolve_num_groups`), and ``num_channels=`` / ``num_groups=``
+      requested (8 used, 2 channels each: see :func:`resolve_num_groups`), and ``num_channels=`` / ``num_groups=``
       as keywords work in either order.
 
     Inputs are ``(N, C, *)`` (5-D video first). The output keeps the input's dtype and memory format
@@ -96,7 +113,8 @@ class GroupNorm3d(nn.GroupNorm):
 
     Args:
         num_channels: C (``num_features`` is accepted as BatchNorm's name for it).
-        num_groups: G, default 32. If G does not divide C, see :func:`resolve_num_groups`.
+        num_groups: G; default 32 with at least 2 channels per group. A G that does not divide C
+            is adjusted by :func:`resolve_num_groups`, which says exactly how.
         group_size: channels per group, the alternative to ``num_groups``.
         eps: added to the variance.
         affine: learn per-channel γ (init 1) and β (init 0).
@@ -141,13 +159,12 @@ class GroupNorm3d(nn.GroupNorm):
         if first is None:
             raise TypeError("GroupNorm3d needs num_channels (or num_features)")
         num_channels = first
-        if num_groups is None:
-            num_groups = _DEFAULT_GROUPS
-        resolved = resolve_num_groups(num_channels, num_groups, group_size, strict)
+        resolved = resolve_num_groups(num_channels, num_groups, group_size, strict=strict)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
         super().__init__(resolved, num_channels, eps=eps, affine=affine, device=device, dtype=dtype)
-        self.requested_num_groups = num_groups if group_size is None else None
+        # what was asked for (the default counts as 32), for convert_norm's report
+        self.requested_num_groups = None if group_size is not None else num_groups or DEFAULT_NUM_GROUPS
         self.group_size = num_channels // resolved
         self.activation = check_activation(activation)
         self.backend = backend

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Optional
 
 import torch
@@ -13,6 +14,8 @@ __all__ = ["zero_init_last_norm", "last_norm_of_block"]
 def last_norm_of_block(block: nn.Module) -> Optional[nn.Module]:
     """The norm closing the residual branch of ``block``, for the block types videogn knows.
 
+    Only for models built outside the model zoo (a user's torchvision or pytorchvideo network):
+    registered models declare their blocks (``ModelSpec.residual_blocks``), nothing is guessed.
     videogn blocks name it ``last_norm``; torchvision's 2-D blocks ``bn3``/``bn2``; torchvision's
     video blocks end ``conv3``/``conv2`` in a (conv, norm) Sequential; pytorchvideo's
     BottleneckBlock calls it ``norm_c``.
@@ -31,17 +34,26 @@ def last_norm_of_block(block: nn.Module) -> Optional[nn.Module]:
     return None
 
 
-def zero_init_last_norm(model: nn.Module) -> int:
+def zero_init_last_norm(
+    model: nn.Module, blocks: Optional[Iterable[tuple[nn.Module, Optional[nn.Module]]]] = None
+) -> int:
     """Set γ = 0 in the last norm of every residual block of ``model``; return how many were set.
 
     Each residual block then starts as the identity. Works for GN and BN alike; norms without a
     trainable weight (frozen BN, affine=False) are left alone.
+
+    Args:
+        model: the network.
+        blocks: its (block, last norm) pairs as the model family declares them
+            (``ModelSpec.residual_blocks(model)``; a None norm is a block without a residual
+            branch). Without it, blocks are recognised by :func:`last_norm_of_block`.
     """
+    if blocks is None:
+        blocks = ((m, last_norm_of_block(m)) for m in model.modules())
     count = 0
     seen: set[int] = set()
-    for module in model.modules():
-        norm = last_norm_of_block(module)
-        if norm is None or id(norm) in seen or norm is module:
+    for block, norm in blocks:
+        if norm is None or id(norm) in seen or norm is block:
             continue
         weight = getattr(norm, "weight", None)
         if isinstance(weight, nn.Parameter):

@@ -1,16 +1,24 @@
-"""Norm factory (strings, classes or partials → ``norm_layer(C)``), frozen BN and BN→GN conversion."""
+"""Norm factory (strings, classes or partials → ``norm_layer(C)``), frozen BN and BN→GN conversion.
+
+Every norm declares whether its parameters take weight decay: a :data:`NORMS` entry is a
+:class:`NormEntry` (built by :func:`register_norm`), and torch's own norm classes, which foreign
+models contain, are declared in :data:`TORCH_NORMS`. The optimizer reads the declaration
+(:func:`norm_weight_decay`); an entry without one is refused when it is registered.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
 
+from videogn.checks import check_int
 from videogn.layers.group_norm3d import GroupNorm3d
 from videogn.layers.surgery import replace_children
 from videogn.registry import Registry
@@ -18,8 +26,12 @@ from videogn.registry import Registry
 __all__ = [
     "NORMS",
     "NORM_NAMES",
+    "TORCH_NORMS",
     "FrozenBatchNorm",
     "NormChange",
+    "NormEntry",
+    "register_norm",
+    "norm_weight_decay",
     "create_norm",
     "resolve_norm",
     "convert_norm",
@@ -44,8 +56,7 @@ class FrozenBatchNorm(nn.Module):
         unknown = set(_bn_only) - {"momentum", "affine", "track_running_stats", "device", "dtype"}
         if unknown:
             raise TypeError(f"FrozenBatchNorm got unexpected keyword arguments {sorted(unknown)}")
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
-            raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+        check_int("num_features", num_features)
         self.num_features = num_features
         self.eps = eps
         self.register_buffer("weight", torch.ones(num_features))
@@ -93,17 +104,115 @@ def _layer_norm(num_channels: int, **kw: Any) -> GroupNorm3d:
     return GroupNorm3d(num_channels, num_groups=1, **kw)
 
 
-NORMS: Registry[Callable[..., nn.Module]] = Registry("norm", lowercase=True)
-for _name, _factory in (
-    ("gn", GroupNorm3d),
-    ("bn", nn.BatchNorm3d),
-    ("syncbn", nn.SyncBatchNorm),
-    ("frozen_bn", FrozenBatchNorm),
-    ("ln", _layer_norm),
-    ("in", _instance_norm),
-    ("none", _NoNorm),
-):
-    NORMS.register(_name, _factory)
+@dataclass(frozen=True)
+class NormEntry:
+    """One registered norm: how it is built and how training treats its parameters.
+
+    Attributes:
+        factory: the channel-first constructor, ``factory(num_channels, **kwargs)``.
+        weight_decay: whether the parameters of the modules it builds take weight decay (False
+            for every built-in norm: their γ/β are kept out of the decayed group).
+        modules: the module classes ``factory`` builds (subclasses are covered too).
+    """
+
+    factory: Callable[..., nn.Module]
+    weight_decay: bool
+    modules: tuple[type[nn.Module], ...]
+
+    def __post_init__(self) -> None:
+        if not callable(self.factory):
+            raise TypeError(f"NormEntry.factory must be callable, got {self.factory!r}")
+        if not isinstance(self.weight_decay, bool):
+            raise TypeError(f"NormEntry.weight_decay must be True or False, got {self.weight_decay!r}")
+        modules = tuple(self.modules) if isinstance(self.modules, (list, tuple)) else ()
+        if not modules or not all(isinstance(m, type) and issubclass(m, nn.Module) for m in modules):
+            raise TypeError(f"NormEntry.modules must be nn.Module classes (at least one), got {self.modules!r}")
+        object.__setattr__(self, "modules", modules)  # frozen: a tuple, as isinstance() needs
+
+
+# Torch's own norm classes, which foreign (torchvision, pytorchvideo, timm) models contain; subclasses
+# (timm's LayerNorm2d) inherit the declaration, and the private bases cover the lazy variants
+# (LazyBatchNorm3d is no BatchNorm3d). No weight decay on any of them.
+TORCH_NORMS: Mapping[type[nn.Module], bool] = {
+    cls: False
+    for cls in (
+        nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, _BatchNorm, nn.GroupNorm, nn.LayerNorm,
+        nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, _InstanceNorm, nn.LocalResponseNorm, nn.CrossMapLRN2d,
+        *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+    )
+}
+
+
+def _declared_classes() -> dict[type[nn.Module], bool]:
+    declared = dict(TORCH_NORMS)
+    for name in NORMS:
+        entry = NORMS.get(name)
+        declared.update(dict.fromkeys(entry.modules, entry.weight_decay))
+    return declared
+
+
+def norm_weight_decay(module: nn.Module) -> Optional[bool]:
+    """Whether ``module``'s parameters take weight decay, as its norm declares (the nearest declared
+    class in its MRO: a :data:`NORMS` entry's ``modules`` or :data:`TORCH_NORMS`); None when
+    ``module`` is not a declared norm."""
+    declared = _declared_classes()
+    for cls in type(module).__mro__:
+        if cls in declared:
+            return declared[cls]
+    return None
+
+
+def _check_entry(name: str, entry: object) -> None:
+    if not isinstance(entry, NormEntry):
+        raise TypeError(
+            f"norm {name!r}: a NORMS entry must declare whether its parameters take weight decay; got "
+            f"{entry!r}. Register it with register_norm({name!r}, factory, weight_decay=False) "
+            f"(or NORMS.register({name!r}, NormEntry(factory, weight_decay=..., modules=(...))))"
+        )
+    declared = _declared_classes()
+    for cls in entry.modules:
+        if declared.get(cls, entry.weight_decay) != entry.weight_decay:
+            raise ValueError(
+                f"norm {name!r} declares weight_decay={entry.weight_decay} for {cls.__name__}, which is "
+                f"already declared weight_decay={declared[cls]}; one class has one declaration"
+            )
+
+
+NORMS: Registry[NormEntry] = Registry("norm", lowercase=True, check=_check_entry)
+
+
+def register_norm(
+    name: str,
+    factory: Callable[..., nn.Module],
+    *,
+    weight_decay: bool,
+    modules: Optional[Sequence[type[nn.Module]]] = None,
+) -> NormEntry:
+    """Add a norm to :data:`NORMS` (then usable as ``norm=name`` in :func:`resolve_norm`, the model
+    zoo and the configs).
+
+    Args:
+        name: the registry key (case-insensitive).
+        factory: a channel-first constructor, ``factory(num_channels, **kwargs)``.
+        weight_decay: whether its parameters take weight decay (the optimizer reads this).
+        modules: the classes ``factory`` builds; default ``(factory,)`` when it is a class.
+    """
+    if modules is None:
+        if not isinstance(factory, type):
+            raise TypeError(
+                f"norm {name!r}: factory {factory!r} is not a class; say which classes it builds (modules=...)"
+            )
+        modules = (factory,)
+    return NORMS.register(name, NormEntry(factory, weight_decay, tuple(modules)))
+
+
+register_norm("gn", GroupNorm3d, weight_decay=False)
+register_norm("bn", nn.BatchNorm3d, weight_decay=False)
+register_norm("syncbn", nn.SyncBatchNorm, weight_decay=False)
+register_norm("frozen_bn", FrozenBatchNorm, weight_decay=False)  # buffers only: nothing to decay
+register_norm("ln", _layer_norm, weight_decay=False, modules=(GroupNorm3d,))
+register_norm("in", _instance_norm, weight_decay=False, modules=(GroupNorm3d,))
+register_norm("none", _NoNorm, weight_decay=False)  # no parameters
 NORM_NAMES = NORMS.names()  # a snapshot for importers; NORMS itself also sees later registrations
 
 
@@ -116,7 +225,7 @@ def resolve_norm(norm: NormSpec, **kwargs: Any) -> Callable[[int], nn.Module]:
         **kwargs: settings bound to the constructor (e.g. ``num_groups=16``, ``eps=1e-3``).
     """
     if isinstance(norm, str):
-        factory = NORMS.get(norm)
+        factory = NORMS.get(norm).factory
     elif callable(norm):
         factory = norm
     else:

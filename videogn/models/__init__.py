@@ -1,23 +1,17 @@
 """Video models with any norm: I3D / C2D ResNets, pytorchvideo and torchvision families, a registry
-of builders, 2-D -> 3-D inflation.
+of builders, weights that load only into the network geometry they came from, 2-D -> 3-D inflation.
 
     from videogn.models import create_model, inflate_from_2d
     model = create_model("i3d_r50", num_classes=400, norm="gn")
     report = inflate_from_2d(model, torchvision_resnet50.state_dict())
 """
 
-from videogn.models.inflate import InflationReport, inflate_from_2d
-from videogn.models.registry import (
-    MODELS,
-    ModelSpec,
-    create_model,
-    describe_models,
-    get_model_spec,
-    list_models,
-    register_model,
-)
-from videogn.models.weights import load_weights
+# Import order is registration order: the ResNet3d family (registry), then the zoo's families.
+from videogn.models.spec import MODELS, BlockList, ModelSpec, get_model_spec, list_models, register_model
+from videogn.models.registry import create_model, describe_models, freeze_stages
 from videogn.models.zoo import SlowFastFromClip
+from videogn.models.weights import LAYOUTS, classifier_name, detect_layout, load_weights, models_for
+from videogn.models.inflate import InflationReport, inflate_from_2d
 from videogn.models.resnet3d import (
     BasicBlock3d,
     Bottleneck3d,
@@ -31,6 +25,12 @@ __all__ = [
     "list_models",
     "describe_models",
     "load_weights",
+    "classifier_name",
+    "freeze_stages",
+    "detect_layout",
+    "models_for",
+    "LAYOUTS",
+    "BlockList",
     "SlowFastFromClip",
     "MODELS",
     "get_model_spec",

@@ -18,6 +18,10 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from videogn.checkpoint import unwrap_state_dict
+from videogn.models.spec import MODELS
+from videogn.models.weights import INFLATED_LAYOUT, LAYOUTS, detect_layout, models_for
+
 __all__ = ["InflationReport", "inflate_from_2d", "names_2d"]
 
 _RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
@@ -90,20 +94,23 @@ def names_2d(model3d: nn.Module) -> dict[str, str]:
     return mapping
 
 
-def _unwrap(state_dict_2d: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    if not isinstance(state_dict_2d, Mapping):
-        raise TypeError(f"state_dict_2d must be a mapping of names to tensors, got {type(state_dict_2d).__name__}")
-    sd = state_dict_2d
-    for wrapper in ("state_dict", "model"):  # trainer checkpoints: {"state_dict": {...}, ...}
-        if isinstance(sd.get(wrapper), Mapping):
-            sd = sd[wrapper]
-            break
-    out: dict[str, Tensor] = {}
-    for key, value in sd.items():
-        if not isinstance(value, Tensor):
-            continue
-        out[key[len("module."):] if key.startswith("module.") else key] = value
-    return out
+def _check_2d_layout(source: Mapping[str, Tensor], name: Optional[str]) -> None:
+    """Refuse a video checkpoint (it loads as it is, with its own geometry) and a target model
+    that does not declare the 2-D layout."""
+    layout = detect_layout(source)
+    if layout is not None and layout != INFLATED_LAYOUT:
+        into = " or ".join(repr(n) for n in models_for(source)) or "the model of its layout"
+        raise ValueError(
+            f"state_dict_2d has the {LAYOUTS[layout]} layout, not a 2-D ResNet's: it is a video checkpoint; "
+            f"load it as it is (model.weights=PATH or videogn.models.load_weights) into {into}"
+        )
+    declared = MODELS.get(name).layouts if name is not None and name in MODELS else ()
+    if declared and INFLATED_LAYOUT not in declared:
+        targets = [n for n in MODELS.names() if INFLATED_LAYOUT in MODELS.get(n).layouts]
+        raise ValueError(
+            f"{name!r} does not take an inflated 2-D ResNet (its layouts: {', '.join(declared)}); "
+            f"inflate into one of {', '.join(targets)}"
+        )
 
 
 def _inflate_tensor(source: Tensor, target: Tensor) -> Optional[Tensor]:
@@ -128,12 +135,14 @@ def inflate_from_2d(
     *,
     skip_classifier: bool = True,
     strict: bool = False,
+    name: Optional[str] = None,
 ) -> InflationReport:
     """Load a 2-D ResNet state dict into a 3-D ResNet, inflating conv kernels over time. In place.
 
     Accepts torchvision's naming (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``,
-    ``fc``) and timm's (the same names; ``resnet50_gn`` has GroupNorm γ/β under ``bnX``). A
-    ``module.`` prefix and a ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper are removed.
+    ``fc``) and timm's (the same names; ``resnet50_gn`` has GroupNorm γ/β under ``bnX``). Wrappers
+    and prefixes are removed by :func:`videogn.checkpoint.unwrap_state_dict`. A video checkpoint
+    (any other layout of :data:`videogn.models.weights.LAYOUTS`) is refused.
 
     Exactness on a clip of one repeated frame (eval mode): with ``temporal_padding="replicate"``
     the clip stays constant in time through every layer, so features and logits equal the 2-D
@@ -148,13 +157,18 @@ def inflate_from_2d(
         skip_classifier: leave ``fc`` as initialised (the usual case: a new number of classes).
         strict: raise ValueError, before changing anything, if a key is missing, unexpected or
             has a shape that cannot be inflated.
+        name: the registered model ``model3d`` was built as; it must declare the 2-D layout
+            (``ModelSpec.layouts``), else the error names the models that do.
 
     Returns:
         An :class:`InflationReport`.
     """
     if not isinstance(model3d, nn.Module):
         raise TypeError(f"model3d must be an nn.Module, got {type(model3d).__name__}")
-    source = _unwrap(state_dict_2d)
+    if not isinstance(state_dict_2d, Mapping):
+        raise TypeError(f"state_dict_2d must be a mapping of names to tensors, got {type(state_dict_2d).__name__}")
+    source, _ = unwrap_state_dict(state_dict_2d, "state_dict_2d")
+    _check_2d_layout(source, name)
     target = model3d.state_dict()
     report = InflationReport()
     plan: list[tuple[str, Tensor]] = []

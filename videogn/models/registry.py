@@ -1,25 +1,29 @@
 """Named video models: ``create_model("i3d_r50", num_classes=400, norm="gn")``, ``list_models()``.
 
-A registry entry (:class:`ModelSpec`) holds a *builder*: any callable that returns an
-``nn.Module`` mapping (N, C, T, H, W) clips to (N, num_classes) logits, called as
-``builder(num_classes=..., norm_layer=..., act_layer=..., dropout=..., in_channels=..., **kwargs)``
-with ``norm_layer`` already resolved to a channel-first ``norm_layer(C)``. :func:`create_model`
-then sets γ = 0 in every residual block's last norm, whatever the norm and the family.
+A registry entry (:class:`ModelSpec`, in the leaf module :mod:`videogn.models.spec`) holds a
+*builder*: any callable that returns an ``nn.Module`` mapping (N, C, T, H, W) clips to
+(N, num_classes) logits, called as ``builder(num_classes=..., norm_layer=..., act_layer=...,
+dropout=..., in_channels=..., **kwargs)`` with ``norm_layer`` already resolved to a channel-first
+``norm_layer(C)``. :func:`create_model` then sets γ = 0 in the last norm of every residual block the
+entry declares (``ModelSpec.residual_blocks``). This module registers the ResNet3d family;
+:mod:`videogn.models.zoo` the pytorchvideo and torchvision ones (both imported by
+``videogn.models``).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass, field
+import warnings
 from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
-from videogn.layers import ActSpec, GroupNorm3d, NormSpec, resolve_norm, zero_init_last_norm
+from videogn.layers import ActSpec, NormSpec, resolve_norm, zero_init_last_norm
 from videogn.models.resnet3d import ResNet3d
-from videogn.registry import Registry
+from videogn.models.spec import MODELS, ModelSpec, get_model_spec, list_models, register_model
+from videogn.models.weights import load_weights
 
 __all__ = [
     "MODELS",
@@ -30,6 +34,7 @@ __all__ = [
     "get_model_spec",
     "register_model",
     "i3d_inflation",
+    "freeze_stages",
 ]
 
 
@@ -50,57 +55,7 @@ def i3d_inflation(layers: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
     )
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """One registered model.
-
-    Attributes:
-        name: registry key.
-        description: one line for docs.
-        builder: ``builder(num_classes=, norm_layer=, act_layer=, dropout=, in_channels=, **kwargs)``
-            returning an ``nn.Module`` that maps (N, C, T, H, W) to (N, num_classes).
-        kwargs: default keyword arguments of the builder (for ResNet3d entries: its layout).
-        family: architecture family ("i3d", "x3d", "slowfast", ...).
-        source: where the architecture comes from ("videogn", "pytorchvideo", "torchvision").
-        default_clip: the (frames, crop size) the architecture is usually trained at.
-        gn_kwargs: GroupNorm3d settings used for ``norm="gn"`` without ``norm_kwargs``.
-        gn_min_group_size: with ``norm="gn"`` and no ``norm_kwargs``, use at most C // this many
-            groups, so narrow layers keep that many channels per group instead of becoming IN.
-        min_clip: the smallest (frames, crop size) the network accepts (e.g. S3D's temporal pools
-            need 8 frames); tests and tiny runs use at least this.
-    """
-
-    name: str
-    description: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    builder: Callable[..., nn.Module] = ResNet3d
-    family: str = "resnet3d"
-    source: str = "videogn"
-    default_clip: tuple[int, int] = (32, 224)
-    gn_kwargs: dict[str, Any] = field(default_factory=dict)
-    gn_min_group_size: int = 1
-    min_clip: tuple[int, int] = (1, 16)
-
-
-MODELS: Registry[ModelSpec] = Registry("model")
 _SET_BY_CREATE_MODEL = {"norm_layer", "act_layer", "dropout", "zero_init_last", "in_channels", "num_classes"}
-
-
-def register_model(spec: ModelSpec) -> ModelSpec:
-    """Add a model to the registry; the name must be new."""
-    if not isinstance(spec, ModelSpec):
-        raise TypeError(f"register_model expects a ModelSpec, got {type(spec).__name__}")
-    return MODELS.register(spec.name, spec)
-
-
-def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`, sorted."""
-    return list(MODELS.names())
-
-
-def get_model_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` behind ``name``; an unknown name raises ValueError listing the valid ones."""
-    return MODELS.get(name)
 
 
 @functools.lru_cache(maxsize=None)
@@ -122,19 +77,6 @@ def describe_models() -> list[str]:
     return lines
 
 
-class _GroupNormAtLeast:
-    """``norm_layer(C)``: GroupNorm3d with at most ``C // min_group_size`` of the requested groups."""
-
-    def __init__(self, min_group_size: int, **gn_kwargs: Any) -> None:
-        self.min_group_size = min_group_size
-        self.num_groups = gn_kwargs.pop("num_groups", 32)
-        self.gn_kwargs = gn_kwargs
-
-    def __call__(self, num_channels: int) -> GroupNorm3d:
-        groups = min(self.num_groups, max(1, num_channels // self.min_group_size))
-        return GroupNorm3d(num_channels, num_groups=groups, **self.gn_kwargs)
-
-
 def _builder_params(builder: Callable[..., nn.Module]) -> Optional[set[str]]:
     params = inspect.signature(builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -154,6 +96,7 @@ def create_model(
     in_channels: int = 3,
     weights: Optional[str] = None,
     strict: bool = True,
+    new_head: bool = False,
     **model_kw: Any,
 ) -> nn.Module:
     """Build a registered video model.
@@ -166,10 +109,15 @@ def create_model(
         norm_kwargs: settings bound to the norm, e.g. ``{"num_groups": 16}`` or ``{"eps": 1e-3}``.
         act_layer: a name of :data:`videogn.layers.ACTS` or an ``nn.Module`` class / partial.
         dropout: dropout probability before the classifier.
-        zero_init_last: γ = 0 in each residual block's last norm.
+        zero_init_last: γ = 0 in the last norm of each residual block ``ModelSpec.residual_blocks``
+            declares.
         in_channels: input channels.
-        weights: a checkpoint to load (see :func:`videogn.models.load_weights`).
+        weights: a checkpoint to load (see :func:`videogn.models.load_weights`); one of another
+            layout than the entry declares (another network geometry) is refused.
         strict: with ``weights``, missing or unexpected keys are an error (else reported).
+        new_head: with ``weights``, load all but the classifier, which keeps its initialisation for
+            ``num_classes`` (fine-tuning onto other classes); without it a classifier of another
+            size is an error.
         **model_kw: overrides of the builder's arguments, e.g. ``temporal_padding="replicate"``.
 
     Returns:
@@ -188,10 +136,8 @@ def create_model(
     gn_default = norm_kwargs is None and isinstance(norm, str) and norm.lower() == "gn"
     if norm_kwargs is not None and not isinstance(norm_kwargs, dict):
         raise TypeError(f"norm_kwargs must be a dict or None, got {type(norm_kwargs).__name__}")
-    if gn_default and spec.gn_min_group_size > 1:
-        norm_layer: Callable[[int], nn.Module] = _GroupNormAtLeast(spec.gn_min_group_size, **spec.gn_kwargs)
-    else:
-        norm_layer = resolve_norm(norm, **(dict(spec.gn_kwargs) if gn_default else (norm_kwargs or {})))
+    # channel counts G does not divide: videogn.layers.resolve_num_groups, as for the bare layer
+    norm_layer = resolve_norm(norm, **(dict(spec.gn_kwargs) if gn_default else (norm_kwargs or {})))
     extra: dict[str, Any] = {"zero_init_last": False} if accepted is not None and "zero_init_last" in accepted else {}
     model = spec.builder(
         num_classes=num_classes,
@@ -202,13 +148,79 @@ def create_model(
         **{**spec.kwargs, **extra, **model_kw},
     )
     if zero_init_last:
-        zero_init_last_norm(model)
+        if spec.residual_blocks is not None:
+            zero_init_last_norm(model, spec.residual_blocks(model))
+        elif not zero_init_last_norm(model):  # a user's builder that declares no blocks: recognised types only
+            warnings.warn(
+                f"create_model({name!r}): zero_init_last found no residual block; declare them in its "
+                "ModelSpec (residual_blocks=...) or pass zero_init_last=False",
+                UserWarning,
+                stacklevel=2,
+            )
     if weights is not None:
-        from videogn.models.weights import load_weights
-
-        load_weights(model, weights, name=name, strict=strict)
+        load_weights(model, weights, name=name, strict=strict, new_head=new_head)
     return model
 
+
+class _StayInEval:
+    """Stands in for a frozen module's ``train``: whatever mode is asked, the module stays in eval
+    mode, so ``model.train()`` (the trainer's, DDP's, a user's) never restarts a frozen BN's
+    statistics or a frozen dropout. A class, not a closure: a frozen model still deep-copies."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        return nn.Module.train(self.module, False)
+
+
+def freeze_stages(model: nn.Module, name: str, num_stages: int) -> list[str]:
+    """Freeze the first ``num_stages`` stages ``name``'s :class:`ModelSpec` declares (``stages``):
+    0 nothing, 1 the stem, 2 the stem and res2, ..., all of them: only the head trains.
+
+    Frozen parameters get ``requires_grad=False`` (so :func:`videogn.optim.param_groups` leaves them
+    out of the optimizer); every frozen module is put in eval mode and stays there when the model
+    is put in train mode (norm statistics stop updating).
+
+    Returns:
+        The names of the frozen parameters.
+
+    Raises:
+        ValueError: ``num_stages`` out of ``[0, number of stages]``, or an entry that declares no stages.
+    """
+    spec = get_model_spec(name)
+    if spec.stages is None:
+        raise ValueError(f"freeze_stages: {name!r} declares no stages; register it with ModelSpec(stages=...)")
+    stages = spec.stages(model)
+    if isinstance(num_stages, bool) or not isinstance(num_stages, int) or not 0 <= num_stages <= len(stages):
+        raise ValueError(
+            f"freeze_stages must be an int in [0, {len(stages)}] for {name} (1: the stem, 2: stem + res2, ..., "
+            f"{len(stages)}: the whole backbone), got {num_stages!r}"
+        )
+    frozen = {id(p) for stage in stages[:num_stages] for p in stage.parameters()}
+    for stage in stages[:num_stages]:
+        for module in stage.modules():  # each one: a stage may be a Sequential over the model's modules
+            module.train = _StayInEval(module)  # type: ignore[method-assign]
+            nn.Module.train(module, False)
+    names = []
+    for pname, p in model.named_parameters():
+        if id(p) in frozen:
+            p.requires_grad_(False)
+            names.append(pname)
+    return names
+
+
+def _resnet3d_stem(model: nn.Module) -> nn.Module:
+    return model.stem
+
+
+def _resnet3d_stages(model: nn.Module) -> list[nn.Module]:
+    return [model.stem, model.layer1, model.layer2, model.layer3, model.layer4]
+
+
+# Every ResNet3d entry: its own keys, and a 2-D ImageNet ResNet inflated (i3d_tiny has no 2-D twin).
+_RESNET3D = dict(layouts=("resnet3d", "resnet2d"), residual_blocks=ResNet3d.residual_blocks, stem=_resnet3d_stem,
+                stages=_resnet3d_stages)
 
 _BOTTLENECK_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 _BASIC_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -223,6 +235,7 @@ for _depth, _layers in {**_BASIC_DEPTHS, **_BOTTLENECK_DEPTHS}.items():
         ),
         kwargs=dict(block=_block, layers=_layers, inflate=i3d_inflation(_layers)),
         family="i3d",
+        **_RESNET3D,
     ))
 
 register_model(ModelSpec(
@@ -230,6 +243,7 @@ register_model(ModelSpec(
     description="C2D ResNet-50: every conv kernel 1 in time (conv1 1x7x7 /2), same pools as I3D",
     kwargs=dict(block="bottleneck", layers=(3, 4, 6, 3), inflate=None, stem_kernel=(1, 7, 7)),
     family="c2d",
+    **_RESNET3D,
 ))
 
 register_model(ModelSpec(
@@ -246,6 +260,5 @@ register_model(ModelSpec(
     family="i3d",
     default_clip=(8, 64),
     gn_kwargs={"num_groups": 8},
+    **{**_RESNET3D, "layouts": ("resnet3d",)},
 ))
-
-import videogn.models.zoo  # noqa: E402,F401  (registers the pytorchvideo and torchvision families)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from videogn.checks import check_int
 from videogn.layers import ActSpec, create_norm_act, resolve_act, resolve_norm, zero_init_last_norm
 
 __all__ = [
@@ -188,7 +189,21 @@ class Downsample3d(nn.Module):
         return self.norm(self.conv(x))
 
 
-class Bottleneck3d(nn.Module):
+class _ResidualBlock(nn.Module):
+    """What both blocks share: the shortcut (identity, or a projection when the shape changes) and
+    the activation after the sum."""
+
+    downsample: Optional[Downsample3d]
+
+    def _init_shortcut(self, in_ch: int, out_ch: int, stride: Triple, parts: _NormActFactory) -> None:
+        # registered after the branch, as before: parameter order is the optimizer state's order
+        self.downsample = Downsample3d(in_ch, out_ch, stride, parts) if stride != (1, 1, 1) or in_ch != out_ch else None
+
+    def _add_shortcut(self, x: Tensor, branch: Tensor, act: nn.Module) -> Tensor:
+        return act(branch + (x if self.downsample is None else self.downsample(x)))
+
+
+class Bottleneck3d(_ResidualBlock):
     """I3D bottleneck; ``temporal_kernel`` 3 inflates the first 1x1 conv to 3x1x1::
 
         x ─ conv1 kt×1×1 ─ norm1 ─ act ─ conv2 1×3×3 /s ─ norm2 ─ act ─ conv3 1×1×1 ─ last_norm ─(+)─ act
@@ -216,20 +231,16 @@ class Bottleneck3d(nn.Module):
         self.norm2, self.act2 = parts.norm_act(width)
         self.conv3 = _conv(width, out_ch, (1, 1, 1))
         self.last_norm = parts.norm(out_ch)
-        self.downsample = (
-            Downsample3d(in_ch, out_ch, stride, parts) if spatial_stride != 1 or in_ch != out_ch else None
-        )
+        self._init_shortcut(in_ch, out_ch, stride, parts)
         self.act3 = parts.act()
 
     def forward(self, x: Tensor) -> Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
         y = self.act1(self.norm1(self.conv1(x)))
         y = self.act2(self.norm2(self.conv2(y)))
-        y = self.last_norm(self.conv3(y))
-        return self.act3(y + shortcut)
+        return self._add_shortcut(x, self.last_norm(self.conv3(y)), self.act3)
 
 
-class BasicBlock3d(nn.Module):
+class BasicBlock3d(_ResidualBlock):
     """Basic residual block; ``temporal_kernel`` 3 inflates the first 3x3 conv to 3x3x3::
 
         x ─ conv1 kt×3×3 /s ─ norm1 ─ act ─ conv2 1×3×3 ─ last_norm ─(+)─ act
@@ -254,25 +265,15 @@ class BasicBlock3d(nn.Module):
         self.norm1, self.act1 = parts.norm_act(width)
         self.conv2 = _conv(width, width, (1, 3, 3))
         self.last_norm = parts.norm(width)
-        self.downsample = (
-            Downsample3d(in_ch, width, stride, parts) if spatial_stride != 1 or in_ch != width else None
-        )
+        self._init_shortcut(in_ch, width, stride, parts)
         self.act2 = parts.act()
 
     def forward(self, x: Tensor) -> Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
         y = self.act1(self.norm1(self.conv1(x)))
-        y = self.last_norm(self.conv2(y))
-        return self.act2(y + shortcut)
+        return self._add_shortcut(x, self.last_norm(self.conv2(y)), self.act2)
 
 
 _BLOCKS: dict[str, type[nn.Module]] = {"bottleneck": Bottleneck3d, "basic": BasicBlock3d}
-
-
-def _check_pos_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 class ResNet3d(nn.Module):
@@ -335,13 +336,13 @@ class ResNet3d(nn.Module):
         if len(layers) != 4 or len(widths) != 4:
             raise ValueError(f"layers and widths need 4 stages, got layers={layers!r}, widths={widths!r}")
         for i, n in enumerate(layers):
-            _check_pos_int(n, f"layers[{i}]")
+            check_int(f"layers[{i}]", n)
         for i, w in enumerate(widths):
-            _check_pos_int(w, f"widths[{i}]")
-        _check_pos_int(num_classes, "num_classes", minimum=0)
-        _check_pos_int(stem_width, "stem_width")
-        _check_pos_int(in_channels, "in_channels")
-        _check_pos_int(pool2_temporal, "pool2_temporal")
+            check_int(f"widths[{i}]", w)
+        check_int("num_classes", num_classes, 0)
+        check_int("stem_width", stem_width)
+        check_int("in_channels", in_channels)
+        check_int("pool2_temporal", pool2_temporal)
         if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if temporal_padding not in TEMPORAL_PADDINGS:
@@ -391,7 +392,11 @@ class ResNet3d(nn.Module):
                 nn.init.normal_(m.weight, std=0.01)  # the Non-local baseline's classifier init
                 nn.init.zeros_(m.bias)
         if zero_init_last:
-            zero_init_last_norm(self)
+            zero_init_last_norm(self, self.residual_blocks())
+
+    def residual_blocks(self) -> list[tuple[nn.Module, nn.Module]]:
+        """Every residual block with the norm that closes its branch (``last_norm``), in forward order."""
+        return [(b, b.last_norm) for stage in (self.layer1, self.layer2, self.layer3, self.layer4) for b in stage]
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Backbone: (N, C_in, T, H, W) -> (N, C, t, h, w) before global pooling."""

@@ -2,7 +2,18 @@
 
 Every builder returns a module mapping one (N, C, T, H, W) clip batch to (N, num_classes) logits;
 fixed-size average pools are replaced by global ones (any T, H, W; equal to the original at its
-default clip), softmax heads are dropped (logits out).
+default clip), softmax heads are dropped (logits out: pytorchvideo's X3D and R(2+1)D builders end
+in a Softmax, so their outputs are ``create_model(...)(x).softmax(1)`` of these).
+
+``pv_i3d_r50`` and ``pv_c2d_r50`` are pytorchvideo's own I3D and C2D ResNet-50 (8x8 setting: stem
+temporal stride 1, 1x3x3 stem pool, 2x1x1 pool after res2), the networks its published
+``I3D_8x8_R50.pyth`` / ``C2D_8x8_R50.pyth`` were trained as; videogn's ``i3d_r50`` / ``c2d_r50``
+are the Non-local baseline's geometry (stem temporal stride 2, 2x3x3 stem pool), which has the same
+weights and computes another function, so those checkpoints are refused there.
+
+Each family declares its residual blocks with the norm closing each branch (zero-γ init,
+activation checkpointing), its stem and its resolution stages (``ModelSpec.residual_blocks`` /
+``stem`` / ``stages``: stage freezing), and the state-dict layout it loads (``ModelSpec.layouts``).
 
 GroupNorm settings (``norm="gn"`` without ``norm_kwargs``): G = min(32, C // 2), then
 GroupNorm3d's rule (largest divisor of C not above G), so no layer falls back to InstanceNorm:
@@ -32,7 +43,7 @@ from typing import Any, Callable
 from torch import Tensor, nn
 
 from videogn.layers import ActSpec, convert_norm, replace_children, resolve_act
-from videogn.models.registry import ModelSpec, register_model
+from videogn.models.spec import BlockList, ModelSpec, register_model
 
 __all__ = ["SlowFastFromClip"]
 
@@ -86,6 +97,57 @@ class SlowFastFromClip(nn.Module):
         for block in self.blocks:
             paths = block(paths)
         return paths
+
+
+def _pv_blocks(model: nn.Module) -> BlockList:
+    """pytorchvideo's residual blocks: ``ResBlock``, whose branch ends in ``branch2.norm_c``."""
+    from pytorchvideo.models.resnet import ResBlock
+
+    return [(m, m.branch2.norm_c) for m in model.modules() if isinstance(m, ResBlock)]
+
+
+def _pv_stem(model: nn.Module) -> nn.Module:
+    return model.blocks[0]  # SlowFast: both pathways' stems with their fusion
+
+
+def _pv_stages(model: nn.Module) -> list[nn.Module]:
+    """The stem, then each block holding a ``ResStage`` (SlowFast: both pathways' stage and their
+    fusion); parameter-free pools between stages and the head are left out."""
+    from pytorchvideo.models.resnet import ResStage
+
+    rest = [b for b in model.blocks[1:] if any(isinstance(m, ResStage) for m in b.modules())]
+    return [model.blocks[0], *rest]
+
+
+def _tv_resnet_blocks(model: nn.Module) -> BlockList:
+    """torchvision's video BasicBlocks: ``conv2`` is Sequential(conv, norm)."""
+    return [(b, b.conv2[1]) for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer]
+
+
+def _tv_resnet_stem(model: nn.Module) -> nn.Module:
+    return model.stem
+
+
+def _tv_resnet_stages(model: nn.Module) -> list[nn.Module]:
+    return [model.stem, model.layer1, model.layer2, model.layer3, model.layer4]
+
+
+def _s3d_blocks(model: nn.Module) -> BlockList:
+    """S3D's Inception blocks: concatenated branches, no residual, so no norm to zero."""
+    from torchvision.models.video.s3d import SepInceptionBlock3D
+
+    return [(m, None) for m in model.features if isinstance(m, SepInceptionBlock3D)]
+
+
+def _s3d_stem(model: nn.Module) -> nn.Module:
+    return model.features[0]
+
+
+def _s3d_stages(model: nn.Module) -> list[nn.Module]:
+    """Conv1a; pool, Conv2b, Conv2c, pool; Mixed_3b-3c, pool; Mixed_4b-4f, pool; Mixed_5b-5c. The
+    slices are new Sequentials over the model's own modules (the same parameters)."""
+    f = model.features
+    return [f[0], f[1:5], f[5:8], f[8:14], f[14:]]
 
 
 def _pytorchvideo(
@@ -144,15 +206,19 @@ def _torchvision(
     return _replace_relu(_global_pools(model), act_layer)
 
 
-_PV = [
-    ("x3d_xs", "x3d", (4, 160), "X3D-XS (pytorchvideo): expand-from-2D net, depthwise 3x3x3, SE, Swish"),
-    ("x3d_s", "x3d", (13, 160), "X3D-S (pytorchvideo)"),
-    ("x3d_m", "x3d", (16, 224), "X3D-M (pytorchvideo)"),
-    ("slow_r50", "slow", (8, 224), "Slow-only ResNet-50 (pytorchvideo 8x8): 1x7x7 stem, 3x1x1 in res4/res5"),
-    ("slowfast_r50", "slowfast", (32, 224),
+_PV = [  # (registry name, pytorchvideo hub name, family, default clip, description)
+    ("pv_i3d_r50", "i3d_r50", "i3d", (8, 224),
+     "I3D ResNet-50, pytorchvideo 8x8 geometry (loads I3D_8x8_R50.pyth): conv1 5x7x7 /(1,2,2), pools 1x3x3 and 2x1x1"),
+    ("pv_c2d_r50", "c2d_r50", "c2d", (8, 224),
+     "C2D ResNet-50, pytorchvideo 8x8 geometry (loads C2D_8x8_R50.pyth): conv1 1x7x7 /(1,2,2), pools 1x3x3 and 2x1x1"),
+    ("x3d_xs", "x3d_xs", "x3d", (4, 160), "X3D-XS (pytorchvideo): expand-from-2D net, depthwise 3x3x3, SE, Swish"),
+    ("x3d_s", "x3d_s", "x3d", (13, 160), "X3D-S (pytorchvideo)"),
+    ("x3d_m", "x3d_m", "x3d", (16, 224), "X3D-M (pytorchvideo)"),
+    ("slow_r50", "slow_r50", "slow", (8, 224), "Slow-only ResNet-50 (pytorchvideo 8x8): 1x7x7 stem, 3x1x1 in res4/res5"),
+    ("slowfast_r50", "slowfast_r50", "slowfast", (32, 224),
      "SlowFast R50 (pytorchvideo 8x8): slow = every 4th frame of the clip, fast = all frames"),
-    ("r2plus1d_r50", "r2plus1d", (16, 224), "R(2+1)D-50 (pytorchvideo)"),
-    ("csn_r101", "csn", (32, 224), "ir-CSN-101 (pytorchvideo): channel-separated bottlenecks"),
+    ("r2plus1d_r50", "r2plus1d_r50", "r2plus1d", (16, 224), "R(2+1)D-50 (pytorchvideo)"),
+    ("csn_r101", "csn_r101", "csn", (32, 224), "ir-CSN-101 (pytorchvideo): channel-separated bottlenecks"),
 ]
 _TV = [
     ("r3d_18", "r3d", (16, 112), "R3D-18 (torchvision), BN converted to the chosen norm"),
@@ -161,14 +227,20 @@ _TV = [
     ("s3d", "s3d", (16, 224), "S3D (torchvision), norm passed to its norm_layer"),
 ]
 
-for _name, _family, _clip, _desc in _PV:
+for _name, _hub, _family, _clip, _desc in _PV:
     register_model(ModelSpec(
-        name=_name, description=_desc, builder=functools.partial(_pytorchvideo, _name), family=_family,
-        source="pytorchvideo", default_clip=_clip, gn_min_group_size=2,
+        name=_name, description=_desc, builder=functools.partial(_pytorchvideo, _hub), family=_family,
+        source="pytorchvideo", default_clip=_clip,
+        min_clip=(2, 16) if _name.startswith("pv_") else (1, 16),  # the 2x1x1 pool after res2 needs 2 frames
+        layouts=("pytorchvideo",), residual_blocks=_pv_blocks, stem=_pv_stem, stages=_pv_stages,
     ))
 for _name, _family, _clip, _desc in _TV:
+    _s3d = _name == "s3d"
     register_model(ModelSpec(
         name=_name, description=_desc, builder=functools.partial(_torchvision, _name), family=_family,
-        source="torchvision", default_clip=_clip, gn_min_group_size=2,
-        min_clip=(8, 32) if _name == "s3d" else (1, 16),  # S3D's last pool has a fixed 2x2x2 window
+        source="torchvision", default_clip=_clip,
+        min_clip=(8, 32) if _s3d else (1, 16),  # S3D's last pool has a fixed 2x2x2 window
+        layouts=("torchvision_video",),
+        residual_blocks=_s3d_blocks if _s3d else _tv_resnet_blocks, stem=_s3d_stem if _s3d else _tv_resnet_stem,
+        stages=_s3d_stages if _s3d else _tv_resnet_stages,
     ))

@@ -146,6 +146,17 @@ def _check_op_args(
             raise RuntimeError(triton_unsupported_reason(input))
 
 
+def _kernels_for(
+    op: str, input: Tensor, num_groups: int, activation: str, weight: Optional[Tensor], bias: Optional[Tensor]
+) -> Tuple[Any, Tuple[int, int, int]]:
+    """The kernel module and ``input``'s (N, C, L), once the op's arguments are checked."""
+    kernels = _load_kernels()
+    if kernels is None:
+        raise RuntimeError(f"videogn::{op} needs Triton: {_import_error}")
+    _check_op_args(input, num_groups, activation, weight, bias)
+    return kernels, _shape_ncl(input)
+
+
 def _device_of(t: Tensor) -> ContextManager[object]:
     """Make ``t``'s CUDA device current for the launch (Triton launches on the current one)."""
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
@@ -161,11 +172,7 @@ def group_norm_fwd(
     activation: str,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Returns ``(output, mean, rstd)``; output in input's layout/dtype, mean/rstd fp32 (N, G)."""
-    kernels = _load_kernels()
-    if kernels is None:
-        raise RuntimeError(f"videogn::group_norm_fwd needs Triton: {_import_error}")
-    _check_op_args(input, num_groups, activation, weight, bias)
-    n, c, l = _shape_ncl(input)
+    kernels, (n, c, l) = _kernels_for("group_norm_fwd", input, num_groups, activation, weight, bias)
     output = torch.empty_like(input)
     mean = input.new_empty((n, num_groups), dtype=torch.float32)
     rstd = torch.empty_like(mean)
@@ -210,11 +217,7 @@ def group_norm_bwd(
     activation: str,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Returns ``(grad_input, grad_weight, grad_bias)``; the last two fp32 of shape (C,)."""
-    kernels = _load_kernels()
-    if kernels is None:
-        raise RuntimeError(f"videogn::group_norm_bwd needs Triton: {_import_error}")
-    _check_op_args(input, num_groups, activation, weight, bias)
-    n, c, l = _shape_ncl(input)
+    kernels, (n, c, l) = _kernels_for("group_norm_bwd", input, num_groups, activation, weight, bias)
     grad_input = torch.empty_like(input)
     if grad_input.numel() == 0:
         zeros = input.new_zeros((c,), dtype=torch.float32)
