@@ -88,6 +88,7 @@ __all__ = [
     "EvalTarget",
     "NoReadableVideosError",
     "Predictions",
+    "build_eval_dataset",
     "build_report",
     "ensemble_predictions",
     "evaluate_dataset",
@@ -696,23 +697,34 @@ def _nothing_readable(preds: Predictions, split: str, num_missing: Optional[int]
     )
 
 
-def evaluate_split(target: EvalTarget, options: Optional[EvalOptions] = None) -> EvalResult:
+def build_eval_dataset(target: EvalTarget, split: str) -> Any:
+    """The test-mode dataset :func:`evaluate_split` evaluates: ``split`` of ``target``'s data with
+    its protocol, labelled in ``target.class_names``' order."""
+    from videogn.engine.build import build_dataset
+
+    return build_dataset(
+        target.data, target.budget, target.sources, split, mode="test", protocol=target.protocol,
+        class_index={name: i for i, name in enumerate(target.class_names)},
+    )
+
+
+def evaluate_split(target: EvalTarget, options: Optional[EvalOptions] = None, *, dataset: Any = None) -> EvalResult:
     """The evaluation entry point: ``target.model`` on ``options.split`` of its run's data with
     ``target.protocol`` (clip length and stride default to the training budget's).
 
     Every rank must call it; each evaluates its share and every rank returns the whole result.
+    ``dataset``: :func:`build_eval_dataset`'s result for this target and split, when the caller
+    keeps one for repeated evaluations (validation during training); built here otherwise.
 
     Raises:
         NoReadableVideosError: not one video could be read (missing files count as unreadable).
     """
-    from videogn.engine.build import build_dataset, report_missing_videos
+    from videogn.engine.build import report_missing_videos
 
     options = options or EvalOptions()
     info = options.dist_info or DistInfo()
-    dataset = build_dataset(
-        target.data, target.budget, target.sources, options.split, mode="test", protocol=target.protocol,
-        class_index={name: i for i, name in enumerate(target.class_names)},
-    )
+    if dataset is None:
+        dataset = build_eval_dataset(target, options.split)
     if info.is_main and options.output_dir is not None:
         report_missing_videos(dataset, Path(options.output_dir) / f"missing_videos_{options.split}.txt", options.split)
     if info.is_main:

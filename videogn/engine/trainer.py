@@ -164,6 +164,7 @@ class Trainer:
         self.bad_video_replacements = 0  # clips drawn in place of a bad video, all ranks
         self._bad_seen_here: set[str] = set()  # this rank's, so a video is gathered once
         self._bad_new: list[tuple[str, str]] = []  # this rank's new ones, gathered at the step's end
+        self._val_set: Any = None  # the val split's test-mode dataset, built at the first validation
         self._val_positions: Optional[list[int]] = None
         self.resumed_from: Optional[Path] = None
         self.saved_step: Optional[int] = None  # the step of the newest checkpoint of this run
@@ -501,19 +502,35 @@ class Trainer:
             return self.state.step % tc.val_every == 0
         return epoch_ended and self.state.epoch % tc.val_every == 0
 
+    def _val_target(self) -> EvalTarget:
+        """:meth:`evaluation_target` with ``trainer.val_num_clips`` clips per video when set."""
+        import dataclasses
+
+        target = self.evaluation_target()
+        if self.cfg.trainer.val_num_clips is not None:
+            target.protocol = dataclasses.replace(target.protocol, num_clips=self.cfg.trainer.val_num_clips)
+        return target
+
+    def _val_dataset(self) -> Any:
+        """The val split as :func:`~videogn.engine.evaluator.evaluate_split` evaluates it, built once:
+        every validation evaluates the same videos."""
+        if self._val_set is None:
+            from videogn.engine.evaluator import build_eval_dataset
+
+            self._val_set = build_eval_dataset(self._val_target(), "val")
+        return self._val_set
+
     def _val_subset(self) -> Optional[list[int]]:
         """``trainer.val_subset`` positions of the val split, drawn once from ``trainer.seed`` (a
         private RNG: the training streams are untouched); None: every video."""
-        cfg, want = self.cfg, self.cfg.trainer.val_subset
+        want = self.cfg.trainer.val_subset
         if want is None:
             return None
         if self._val_positions is None:
             import random
 
-            # the split exactly as evaluate_split builds it (test mode keeps missing files as items)
-            n = len(build_dataset(cfg.data, cfg.budget, self.sources, "val", mode="test", protocol=cfg.eval,
-                                  class_index={name: i for i, name in enumerate(self.class_names)}))
-            self._val_positions = sorted(random.Random(cfg.trainer.seed).sample(range(n), min(want, n)))
+            n = len(self._val_dataset())
+            self._val_positions = sorted(random.Random(self.cfg.trainer.seed).sample(range(n), min(want, n)))
         return self._val_positions
 
     def validate(self, log: Optional[TrainLog] = None) -> dict[str, float]:
@@ -529,22 +546,17 @@ class Trainer:
         Raises:
             NoReadableVideosError: not one validation video could be read.
         """
-        import dataclasses
-
         from videogn.engine.evaluator import EvalOptions, evaluate_split
 
         tc, s = self.cfg.trainer, self.state
-        target = self.evaluation_target()
-        if tc.val_num_clips is not None:
-            target.protocol = dataclasses.replace(target.protocol, num_clips=tc.val_num_clips)
         self._sync_buffers()  # evaluate rank 0's model, the one best.pt will hold (BN statistics)
         rng = ckpt.capture_rng_state()  # the loader's workers draw their seeds from the global RNG
         try:
-            result = evaluate_split(target, EvalOptions(
+            result = evaluate_split(self._val_target(), EvalOptions(
                 split="val", device=self.device, precision=tc.precision, num_workers=self.num_workers,
                 dist_info=self.dist, progress=False, output_dir=None, subset=self._val_subset(),
                 extra={"step": s.step},
-            ))
+            ), dataset=self._val_dataset())
         finally:
             ckpt.restore_rng_state(rng)
         metrics = {"val_top1": result.top1, "val_top5": result.top5, "val_loss": result.loss}
