@@ -35,7 +35,7 @@ from videogn.cli import hydra_entry, job_context
 from videogn.config import ConfigError, EvalConfig, TrainConfig, validate
 from videogn.config.schema import given_fields, upgrade_train_config
 
-__all__ = ["main", "resolve_checkpoint", "run"]
+__all__ = ["load_into", "main", "resolve_checkpoint", "run"]
 
 logger = logging.getLogger("videogn.evaluate")
 
@@ -64,7 +64,6 @@ def run(cfg: DictConfig | EvalConfig, output_dir: Optional[str | Path] = None) -
     from videogn.data.annotations import AnnotationError
     from videogn.engine.build import build_model, resolve_data, training_classes
     from videogn.engine.evaluator import EvalOptions, EvalTarget, evaluate_split
-    from videogn.models import load_weights
 
     ec: EvalConfig = validate(cfg)
     path = resolve_checkpoint(ec.checkpoint)
@@ -88,13 +87,7 @@ def run(cfg: DictConfig | EvalConfig, output_dir: Optional[str | Path] = None) -
                               f"data.train_annotation: {e}") from None
     model = build_model(train_cfg.model, train_cfg.norm, len(class_names), load_weights=False)
     new_head = _class_mismatch(model, weights.state_dict, class_names, ec, path)
-    try:
-        if weights.checkpoint is not None and not new_head:
-            model.load_state_dict(weights.state_dict)
-        else:
-            load_weights(model, weights.state_dict, name=train_cfg.model.name, strict=True, new_head=new_head)
-    except (RuntimeError, ValueError) as e:  # another architecture or norm
-        raise ConfigError(f"checkpoint {str(path)!r} does not fit model {train_cfg.model.name!r}: {e}") from None
+    load_into(model, weights, train_cfg.model.name, path, new_head=new_head)
     with job_context(ec.device, ec.dist_backend, output_dir or ec.output_dir, "eval.log") as (info, out):
         target = EvalTarget(model=model.to(info.device), class_names=class_names, data=train_cfg.data,
                             budget=train_cfg.budget, sources=sources, protocol=train_cfg.eval)
@@ -109,6 +102,25 @@ def run(cfg: DictConfig | EvalConfig, output_dir: Optional[str | Path] = None) -
         except AnnotationError as e:  # a bad row or a label outside the classes: the message names file and row
             raise ConfigError(f"data.{ec.split}_annotation: {e}") from None
     return result.report
+
+
+def load_into(model: Any, weights: Any, name: str, path: Path, *, new_head: bool = False, fits: str = "") -> None:
+    """Load ``weights`` (:func:`videogn.checkpoint.read_weights` of ``path``) into ``model``, the
+    registered model ``name``: a videogn checkpoint as saved, a foreign one through
+    :func:`videogn.models.load_weights` (its layout checked; ``new_head``: the classifier kept fresh).
+
+    Raises:
+        ConfigError: another architecture, norm or class count (``fits`` adds what the model was built for).
+    """
+    from videogn.models import load_weights
+
+    try:
+        if weights.checkpoint is not None and not new_head:
+            model.load_state_dict(weights.state_dict)
+        else:
+            load_weights(model, weights.state_dict, name=name, strict=True, new_head=new_head)
+    except (RuntimeError, ValueError) as e:  # another architecture, norm or class count
+        raise ConfigError(f"checkpoint {str(path)!r} does not fit model {name!r}{fits}: {e}") from None
 
 
 def _check_data(data: Any, sources: Any, split: str, *, class_index_used: bool) -> None:

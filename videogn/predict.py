@@ -101,8 +101,7 @@ def run(cfg: DictConfig | PredictConfig, output_dir: Optional[str | Path] = None
     from videogn.checkpoint import CheckpointError, read_weights
     from videogn.engine.build import DataSources, build_dataset, build_model
     from videogn.engine.evaluator import NoReadableVideosError, predict, protocol_of
-    from videogn.evaluate import _train_config, resolve_checkpoint
-    from videogn.models import load_weights
+    from videogn.evaluate import _train_config, load_into, resolve_checkpoint
 
     pc: PredictConfig = validate(cfg)
     if pc.precision == "fp16" and pc.device == "cpu":
@@ -127,14 +126,7 @@ def run(cfg: DictConfig | PredictConfig, output_dir: Optional[str | Path] = None
     if pc.class_names is not None:
         class_names = read_class_names(pc.class_names)
     model = build_model(train_cfg.model, train_cfg.norm, len(class_names), load_weights=False)
-    try:
-        if weights.checkpoint is not None:
-            model.load_state_dict(weights.state_dict)
-        else:
-            load_weights(model, weights.state_dict, name=train_cfg.model.name, strict=True)
-    except (RuntimeError, ValueError) as e:  # another architecture, norm or class count
-        raise ConfigError(f"checkpoint {str(path)!r} does not fit model {train_cfg.model.name!r} with "
-                          f"{len(class_names)} classes: {e}") from None
+    load_into(model, weights, train_cfg.model.name, path, fits=f" with {len(class_names)} classes")
 
     with job_context(pc.device, pc.dist_backend, output_dir or pc.output_dir, "predict.log") as (info, out):
         # the videos as a list file (absolute paths, no labels): the test-mode dataset of an evaluation
