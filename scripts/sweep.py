@@ -7,11 +7,13 @@ command line stored beside its results.
     .venv/bin/python scripts/sweep.py --quick              # a smoke version: 4 short runs, minutes
     .venv/bin/python scripts/sweep.py --stage pilot --jobs 2     # the learning-rate pilot, into a new folder
     .venv/bin/python scripts/sweep.py --stage grid --jobs 2 --out outputs/sweep/<that folder>   # then the grid
+    .venv/bin/python scripts/sweep.py --stage grid_2x --jobs 2 --out <same folder>   # the stopping rule's rerun at 2x epochs
     (either stage started again on the same --out continues it, skipping finished runs)
     .venv/bin/python scripts/sweep_report.py outputs/sweep/<...>/sweep_results.json           # the analysis
 
 The task, hypotheses, cells, seeds, learning-rate rule and analysis are fixed in
-``docs/preregistration.md``; the ``pilot`` and ``grid`` stages refuse to start while that file is
+``docs/preregistration.md`` (``grid_2x``, the rerun at twice the epochs its stopping rule calls for:
+``docs/preregistration_2x.md``); the pre-registered stages refuse to start while their file is
 uncommitted or modified, and record its SHA-256 and the commit they ran on. ``--quick`` checks the
 machinery only (its results say ``"preregistered": false``).
 
@@ -44,6 +46,8 @@ from typing import Any, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 PREREGISTRATION = REPO / "docs" / "preregistration.md"
+# the separately labelled rerun with twice the epochs that the stopping rule calls for
+PREREGISTRATION_2X = REPO / "docs" / "preregistration_2x.md"
 RESULTS = "sweep_results.json"
 
 NORMS = ("bn", "gn")
@@ -71,6 +75,9 @@ COMMON = [
 SCALES: dict[str, dict[str, Any]] = {
     "grid": {"cells": [(8, 2, 8), (8, 2, 4), (16, 1, 4)], "seeds": SEEDS, "epochs": EPOCHS, "task": TASK,
              "extra": [f"trainer.val_subset={CURVE_VIDEOS}"]},
+    # docs/preregistration_2x.md: the grid again, twice the epochs, the pilot's learning rates
+    "grid_2x": {"cells": [(8, 2, 8), (8, 2, 4), (16, 1, 4)], "seeds": SEEDS, "epochs": 2 * EPOCHS, "task": TASK,
+                "extra": [f"trainer.val_subset={CURVE_VIDEOS}"]},
     "pilot": {"cells": [(8, 2, 8)], "seeds": PILOT_SEEDS, "epochs": EPOCHS, "task": TASK,
               "extra": [f"trainer.val_subset={CURVE_VIDEOS}"], "lrs": PILOT_LRS},
     # the machinery end to end, fast: a smaller dataset, short runs, a fixed learning rate
@@ -82,7 +89,9 @@ SCALES: dict[str, dict[str, Any]] = {
               "task": {**TASK, "data.synthetic.train_per_class": 2, "data.synthetic.val_per_class": 2,
                        "data.synthetic.frames": 16}},
 }
-PREREGISTERED_STAGES = ("pilot", "grid")
+PREREGISTRATIONS = {"pilot": PREREGISTRATION, "grid": PREREGISTRATION, "grid_2x": PREREGISTRATION_2X}
+PREREGISTERED_STAGES = tuple(PREREGISTRATIONS)
+GRID_STAGES = ("grid", "grid_2x")  # they take the pilot's learning rates
 
 
 class Refused(Exception):
@@ -111,7 +120,8 @@ def plan(stage: str, lrs: Optional[dict[str, float]] = None) -> list[dict[str, A
                 raise Refused(f"no learning rate for norm {norm!r}: run --stage pilot first (same --out)")
             for t, s, b in scale["cells"]:
                 for seed in scale["seeds"]:
-                    key = f"{norm}_t{t}s{s}_b{b}_seed{seed}" + (f"_lr{lr}" if stage == "pilot" else "")
+                    key = (f"{norm}_t{t}s{s}_b{b}_seed{seed}" + (f"_lr{lr}" if stage == "pilot" else "")
+                           + ("_2x" if stage == "grid_2x" else ""))  # unique across stages in one results file
                     runs.append({"key": key, "stage": stage, "norm": norm, "num_frames": t, "stride": s,
                                  "batch_size": b, "seed": seed, "lr": lr,
                                  "overrides": run_overrides(scale, norm, t, s, b, seed, lr)})
@@ -271,15 +281,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _main(argv: Optional[Sequence[str]]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=("pilot", "grid", "quick", "smoke"), default="grid")
+    parser.add_argument("--stage", choices=("pilot", "grid", "grid_2x", "quick", "smoke"), default="grid")
     parser.add_argument("--quick", action="store_true", help="same as --stage quick (not pre-registered)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: a new outputs/sweep/<date>_<time>/)")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (one intra-op thread each)")
-    parser.add_argument("--preregistration", type=Path, default=PREREGISTRATION, help=argparse.SUPPRESS)
+    parser.add_argument("--preregistration", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     stage = "quick" if args.quick else args.stage
     out = args.out or REPO / "outputs" / "sweep" / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    prereg = preregistration_state(args.preregistration)
+    prereg = preregistration_state(args.preregistration or PREREGISTRATIONS.get(stage, PREREGISTRATION))
     if stage in PREREGISTERED_STAGES:
         check_preregistration(prereg)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,14 +307,22 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if stage in PREREGISTERED_STAGES:
         setup["pilot_seeds"] = list(SCALES["pilot"]["seeds"])
     lrs = None
-    if stage == "grid":
+    if stage in GRID_STAGES:
         pilot = [r for r in results["runs"] if r.get("stage") == "pilot"]
         if not pilot:
             raise Refused(f"no pilot runs in {path}: run --stage pilot --out {out} first")
-        pilot_sha = setup["stages"].get("pilot", {}).get("preregistration", {}).get("sha256")
-        if pilot_sha != prereg["sha256"]:
+        pilot_prereg = setup["stages"].get("pilot", {}).get("preregistration", {})
+        pilot_sha = pilot_prereg.get("sha256")
+        # the pilot's pre-registration must be the one in force now (the grid's own; for grid_2x, the
+        # original the pilot ran under, still committed unchanged)
+        if stage == "grid":
+            now = prereg
+        else:
+            now = preregistration_state(REPO / pilot_prereg["path"] if pilot_prereg.get("path") else PREREGISTRATION)
+            check_preregistration(now)
+        if pilot_sha != now["sha256"]:
             raise Refused(f"the pilot in {out} ran under another pre-registration (sha256 {pilot_sha}, now "
-                          f"{prereg['sha256']}); rerun the pilot into a new --out")
+                          f"{now['sha256']}); rerun the pilot into a new --out")
         setup["lr_pilot"] = choose_lrs(pilot)
         lrs = setup["lr_pilot"]["chosen"]
     _write_atomic(path, results)

@@ -24,6 +24,9 @@ import numpy as np
 from videogn.science.analysis import convergence, correctness, evaluate_hypotheses, t_quantile
 
 MARGIN = 0.03  # docs/preregistration.md: the equivalence margin of H2, in top-1 (fraction)
+# docs/preregistration.md, "Convergence and stopping": more than this many unconverged runs in any
+# cell of the grid and every verdict is reported as under-trained
+MAX_UNCONVERGED_PER_CELL = 1
 LABELS = {"bn": "BN", "gn": "GN"}
 
 
@@ -59,18 +62,30 @@ def cell_rows(results: dict[str, Any], runs: Sequence[dict[str, Any]]) -> list[d
     return rows
 
 
-def analyse(results: dict[str, Any], margin: float = MARGIN) -> dict[str, Any]:
-    """Everything the write-up needs, as JSON-ready data."""
-    grid = [r for r in results["runs"] if r.get("stage", "grid") == "grid"]
+def analyse(results: dict[str, Any], margin: float = MARGIN, stage: str = "grid") -> dict[str, Any]:
+    """Everything the write-up needs, as JSON-ready data; the hypotheses from ``stage``'s runs
+    (``grid``, or ``grid_2x``: the rerun at twice the epochs)."""
+    grid = [r for r in results["runs"] if r.get("stage", "grid") == stage]
     runs = grid or results["runs"]
-    out: dict[str, Any] = {"margin": margin, "stage": "grid" if grid else "descriptive only (no grid runs)",
+    out: dict[str, Any] = {"margin": margin, "stage": stage if grid else f"descriptive only (no {stage} runs)",
                            "cells": cell_rows(results, runs), "hypotheses": None}
     if grid:
         try:
             out["hypotheses"] = [v.as_dict() for v in evaluate_hypotheses(correctness(grid), margin=margin)]
         except KeyError as e:  # a cell of the family not run (yet)
             out["hypotheses_missing"] = str(e)
+        out["training"] = training_state(out["cells"])
     return out
+
+
+def training_state(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The pre-registered stopping rule: the verdicts stand as trained only when no cell has more
+    than ``MAX_UNCONVERGED_PER_CELL`` unconverged runs."""
+    short = [f"{LABELS.get(c['norm'], c['norm'])} {c['num_frames']}@{c['stride']} x{c['batch_size']}: "
+             f"{len(c['seeds']) - c['converged']} of {len(c['seeds'])} not converged"
+             for c in cells if len(c["seeds"]) - c["converged"] > MAX_UNCONVERGED_PER_CELL]
+    return {"rule": f"more than {MAX_UNCONVERGED_PER_CELL} unconverged run(s) in any cell: verdicts under-trained",
+            "under_trained": bool(short), "cells": short}
 
 
 def markdown(analysis: dict[str, Any]) -> str:
@@ -86,6 +101,10 @@ def markdown(analysis: dict[str, Any]) -> str:
         lines.append(f"| {LABELS.get(c['norm'], c['norm'])} | {c['num_frames']}@{c['stride']} | {c['batch_size']} | {n} | "
                      f"{100 * c['top1']:.1f}{half} | {ceil} | {c['loss']:.3f} | {mince} | "
                      f"{c['learned']}/{n} | {c['converged']}/{n} |")
+    training = analysis.get("training")
+    if training and training["under_trained"]:
+        lines += ["", "**Under-trained** (pre-registered rule: " + training["rule"] + "): " + "; ".join(training["cells"]) +
+                  ". The verdicts below are reported as under-trained."]
     if analysis.get("hypotheses"):
         lines += ["", f"Hypotheses (paired by seed and video; Holm over H1-H3; H2's margin ±{100 * analysis['margin']:g} points):", "",
                   "| | hypothesis | estimate (points) | 95 % interval | p | p (Holm) | verdict | resolves (points) |",
@@ -99,8 +118,8 @@ def markdown(analysis: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict[str, Any], analysis: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Top-1 per cell with its interval and ceiling; every run's held-out loss curve."""
+def plot(results: dict[str, Any], analysis: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path]:
+    """Top-1 per cell with its interval and ceiling; the held-out loss curves, a panel per cell shape."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,18 +138,31 @@ def plot(results: dict[str, Any], analysis: dict[str, Any], out_dir: Path) -> li
                                       for c in cells])
     ax.set_ylabel("top-1 % (dashed: ceiling)")
     fig.tight_layout()
-    files.append(out_dir / "sweep_top1.png")
+    files.append(out_dir / f"{prefix}sweep_top1.png")
     fig.savefig(files[-1], dpi=120)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for r in results["runs"]:
-        if r.get("curve"):
-            ax.plot([p["step"] for p in r["curve"]], [p["val_loss"] for p in r["curve"]],
-                    color="C0" if r["norm"] == "bn" else "C1", alpha=0.4, lw=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("held-out loss (nats)")
+    # one panel per clip shape and batch (the stage's runs only), BN and GN curves in each, the
+    # ceiling's minimum cross-entropy dashed: convergence is judged on these curves
+    stage_runs = [r for r in results["runs"] if r.get("stage", "grid") == analysis["stage"]] or results["runs"]
+    shapes = sorted({(r["num_frames"], r["stride"], r["batch_size"]) for r in stage_runs}, key=lambda c: (c[0] * c[1], c[0], -c[2]))
+    fig, axes = plt.subplots(1, max(len(shapes), 1), figsize=(3.2 * max(len(shapes), 1), 3.2), sharey=True, squeeze=False)
+    for ax, (t, s, b) in zip(axes[0], shapes):
+        for r in stage_runs:
+            if (r["num_frames"], r["stride"], r["batch_size"]) == (t, s, b) and r.get("curve"):
+                ax.plot([p["epoch"] if "epoch" in p else p["step"] for p in r["curve"]], [p["val_loss"] for p in r["curve"]],
+                        color="C0" if r["norm"] == "bn" else "C1", alpha=0.5, lw=1,
+                        label=LABELS.get(r["norm"], r["norm"]))
+        ceil = _ceiling(results.get("setup", {}), t, s)
+        if ceil:
+            ax.axhline(ceil["min_ce"], color="k", ls="--", lw=1)
+        ax.set_title(f"{t}@{s}, {b} clips/batch")
+        ax.set_xlabel("epoch")
+        handles, labels = ax.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles))
+        ax.legend(uniq.values(), uniq.keys(), fontsize=8)
+    axes[0][0].set_ylabel("held-out loss (nats; dashed: ceiling)")
     fig.tight_layout()
-    files.append(out_dir / "sweep_loss.png")
+    files.append(out_dir / f"{prefix}sweep_loss.png")
     fig.savefig(files[-1], dpi=120)
     plt.close(fig)
     return files
@@ -142,6 +174,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--margin", type=float, default=MARGIN, help="H2's equivalence margin (fraction of top-1)")
     p.add_argument("--out-dir", type=Path, default=None, help="where to write (default: beside the results)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--stage", default="grid", choices=("grid", "grid_2x"),
+                   help="whose runs the hypotheses are tested on (grid_2x: the rerun at twice the epochs)")
+    p.add_argument("--prefix", default="", help="prefix of the written files' names (e.g. 2x_)")
     args = p.parse_args(argv)
     if not args.results.is_file():
         print(f"sweep_report: no results file at {args.results}", file=sys.stderr)
@@ -149,11 +184,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = json.loads(args.results.read_text())
     out_dir = args.out_dir or args.results.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    analysis = analyse(results, args.margin)
-    (out_dir / "analysis.json").write_text(json.dumps(analysis, indent=1) + "\n")
-    (out_dir / "analysis.md").write_text(markdown(analysis))
+    analysis = analyse(results, args.margin, args.stage)
+    (out_dir / f"{args.prefix}analysis.json").write_text(json.dumps(analysis, indent=1) + "\n")
+    (out_dir / f"{args.prefix}analysis.md").write_text(markdown(analysis))
     if not args.no_plots:
-        plot(results, analysis, out_dir)
+        plot(results, analysis, out_dir, prefix=args.prefix)
     print(markdown(analysis))
     return 0
 

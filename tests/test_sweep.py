@@ -216,6 +216,18 @@ def test_report_on_fabricated_results(tmp_path):
                                                                          "H3": "supported"}
     md = (tmp_path / "analysis.md").read_text()
     assert "H1" in md and "supported" in md and "converged" in md
+    # the pre-registered stopping rule is applied and said in the write-up when it fires
+    assert analysis["training"]["under_trained"] == ("**Under-trained**" in md)
+
+
+def test_training_state_applies_the_preregistered_stopping_rule():
+    def cell(converged: int) -> dict:
+        return {"norm": "bn", "num_frames": 8, "stride": 2, "batch_size": 4, "seeds": list(range(8)),
+                "converged": converged}
+
+    assert sweep_report.training_state([cell(8), cell(7)])["under_trained"] is False  # one miss is allowed
+    state = sweep_report.training_state([cell(8), cell(6)])
+    assert state["under_trained"] is True and state["cells"] == ["BN 8@2 x4: 2 of 8 not converged"]
 
 
 def test_pilot_then_grid_under_a_committed_preregistration(tmp_path, monkeypatch):
@@ -252,3 +264,15 @@ def test_pilot_then_grid_under_a_committed_preregistration(tmp_path, monkeypatch
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "edit"], cwd=repo, check=True)
     assert sweep.main(["--stage", "grid", *common]) == 2  # the pilot ran under the old version
     assert {(c["num_frames"], c["stride"]) for c in setup["dataset"]["ceilings"]} == {(4, 2), (8, 1)}
+
+
+def test_the_2x_rerun_is_the_grid_at_twice_the_epochs_under_its_own_keys():
+    lrs = {"bn": 0.025, "gn": 0.025}
+    grid, twice = sweep.plan("grid", lrs), sweep.plan("grid_2x", lrs)
+    assert not {r["key"] for r in grid} & {r["key"] for r in twice}  # one results file holds both
+    assert len(grid) == len(twice)
+    for a, b in zip(grid, twice):
+        assert f"trainer.epochs={sweep.EPOCHS}" in a["overrides"] and f"trainer.epochs={2 * sweep.EPOCHS}" in b["overrides"]
+        assert [o for o in a["overrides"] if not o.startswith("trainer.epochs=")] == \
+               [o for o in b["overrides"] if not o.startswith("trainer.epochs=")]
+    assert sweep.PREREGISTRATIONS["grid_2x"] != sweep.PREREGISTRATIONS["grid"]
