@@ -55,6 +55,7 @@ def test_predict_a_folder_with_a_damaged_video(trained: Path, tmp_path: Path) ->
     assert [u["path"] for u in result["unreadable"]] == [str(folder / "broken.mp4")]
     assert result["unreadable"][0]["error"]
     assert sorted(p["path"] for p in result["predictions"]) == sorted(copies)
+    assert not any("view_logits" in p for p in result["predictions"])  # only with eval.save_view_logits=true
     for p in result["predictions"]:  # what the run's evaluation said about the same video
         want = copies[p["path"]]
         assert [c["class"] for c in p["top_k"]] == want["top5"][:2]
@@ -74,6 +75,26 @@ def test_predict_a_folder_with_a_damaged_video(trained: Path, tmp_path: Path) ->
     assert renamed.returncode == 0, renamed.stderr[-3000:] + renamed.stdout[-3000:]
     again = json.loads((tmp_path / "out2" / PREDICT_FILE).read_text())
     assert [c["class"] for c in again["predictions"][0]["top_k"]][:2] == [f"class_{c['class']}" for c in first["top_k"]]
+
+
+def test_view_logits_on_request(trained: Path, tmp_path: Path) -> None:
+    """``eval.save_view_logits=true``: every predicted video's num_clips x num_crops views' logits,
+    whose softmax averages to its probabilities."""
+    import torch
+
+    report = json.loads((trained / "report.json").read_text())
+    video = next(p for p in report["predictions"] if p["valid"])
+    out = tmp_path / "out"
+    pred = _cli("videogn.predict", f"checkpoint={trained}", f"inputs={video['path']}", "eval.save_view_logits=true",
+                "data.num_workers=0", "device=cpu", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert pred.returncode == 0, pred.stderr[-3000:] + pred.stdout[-3000:]
+    result = json.loads((out / PREDICT_FILE).read_text())
+    (entry,) = result["predictions"]
+    logits = torch.tensor(entry["view_logits"])  # (V, C)
+    assert logits.shape == (result["protocol"]["views_per_video"], len(result["classes"]))
+    probs = logits.softmax(dim=1).mean(dim=0)
+    for c in entry["top_k"]:
+        assert float(probs[result["classes"].index(c["class"])]) == pytest.approx(c["prob"], abs=1e-5)
 
 
 def test_nothing_readable_exits_2(trained: Path, tmp_path: Path) -> None:

@@ -15,8 +15,10 @@ its values one by one, as for ``videogn-eval``), on the CPU or a GPU:
 per line, relative to the list file's folder; blank lines and ``#`` comments skipped). Class names come
 from the checkpoint, or from ``class_names=PATH`` (a JSON list in output order, or a ``classes.json``
 ``{name: index}``). Writes ``predictions.json`` into the run dir (or ``output_dir``) and prints a table.
-Unreadable videos are listed there and never stop the run; the exit status is 0 when any video was
-predicted, 2 when none could be read.
+With ``eval.save_view_logits=true`` each predicted video there also holds ``view_logits``: every
+view's logits (num_clips x num_crops rows of num_classes, clip-major, as in ``predictions.jsonl`` of
+:mod:`videogn.engine.evaluator`). Unreadable videos are listed there and never stop the run; the exit
+status is 0 when any video was predicted, 2 when none could be read.
 """
 
 from __future__ import annotations
@@ -147,7 +149,8 @@ def run(cfg: DictConfig | PredictConfig, output_dir: Optional[str | Path] = None
                         dataset.crop_size)
         workers = train_cfg.data.num_workers if pc.num_workers is None else pc.num_workers
         preds = predict(model.to(info.device), dataset, batch_size=train_cfg.eval.batch_size, num_workers=int(workers),
-                        device=info.device, precision=pc.precision, dist_info=info, progress=pc.progress_bar)
+                        device=info.device, precision=pc.precision, dist_info=info, progress=pc.progress_bar,
+                        view_logits=train_cfg.eval.save_view_logits)
         k = min(pc.top_k, len(class_names))
         result: dict[str, Any] = {
             "schema_version": PREDICT_SCHEMA_VERSION, "checkpoint": str(path), "classes": class_names, "top_k": k,
@@ -155,12 +158,15 @@ def run(cfg: DictConfig | PredictConfig, output_dir: Optional[str | Path] = None
             "num_predicted": int(preds.valid.sum()), "num_unreadable": int((~preds.valid).sum()),
             "predictions": [], "unreadable": [],
         }
-        for p, ok, err, row in zip(preds.paths, preds.valid.tolist(), preds.errors, preds.scores):
+        for n, (p, ok, err, row) in enumerate(zip(preds.paths, preds.valid.tolist(), preds.errors, preds.scores)):
             if ok:
                 top = row.topk(k)
-                result["predictions"].append({"path": p, "top_k": [
+                entry: dict[str, Any] = {"path": p, "top_k": [
                     {"class": class_names[j], "prob": round(float(v), 6)} for v, j in zip(top.values, top.indices.tolist())
-                ]})
+                ]}
+                if preds.view_logits is not None:  # eval.save_view_logits
+                    entry["view_logits"] = [[round(x, 6) for x in view] for view in preds.view_logits[n].tolist()]
+                result["predictions"].append(entry)
             else:
                 result["unreadable"].append({"path": p, "error": err})
         if info.is_main:

@@ -2,7 +2,7 @@
 videos it had not finished (a torn last line included), over one process or two gloo ranks and with
 the world size changed in between, and ends with the uninterrupted run's report; saved predictions
 of another model are never mixed in; a report is rebuilt from the predictions alone and two runs
-are ensembled."""
+are ensembled; per-view logits, when saved, go through all of it."""
 
 from __future__ import annotations
 
@@ -78,8 +78,10 @@ class ViewLogits(nn.Module):
         return x[:, :, 0, 0, 0] * self.scale
 
 
-def _run(out: Path, model: nn.Module, dataset: Videos | None = None, **options) -> dict:
-    return evaluate_dataset(model, dataset or Videos(), NAMES, EvalOptions(output_dir=out, **options), batch_size=2).report
+def _run(out: Path, model: nn.Module, dataset: Videos | None = None, save_view_logits: bool = False,
+         **options) -> dict:
+    return evaluate_dataset(model, dataset or Videos(), NAMES, EvalOptions(output_dir=out, **options), batch_size=2,
+                            save_view_logits=save_view_logits).report
 
 
 def _lines(out: Path) -> list[dict]:
@@ -185,6 +187,61 @@ def test_report_rebuilt_from_predictions_and_two_runs_ensembled(tmp_path: Path, 
     assert res.returncode == 2 and "no predictions.jsonl" in res.stderr
 
 
+def assert_view_logits(out: Path) -> None:
+    """Every readable video's line holds its two views' logits, whose softmax averages to its probs."""
+    lines = _lines(out)
+    assert [x["index"] for x in lines] == list(range(N))
+    for line in lines:
+        if not line["valid"]:
+            assert line["view_logits"] == []
+            continue
+        logits = torch.tensor(line["view_logits"])  # (V, C)
+        assert torch.allclose(logits, torch.tensor(_logits(line["index"])), atol=1e-6)
+        assert logits.softmax(dim=1).mean(dim=0).tolist() == pytest.approx(line["probs"], abs=1e-5)
+
+
+def test_view_logits_are_kept_by_a_resume_and_a_rebuild(tmp_path: Path, reference: tuple[dict, Path]) -> None:
+    out = tmp_path / "eval"
+    with pytest.raises(Interrupted):  # videos 0-3 written, with their view logits
+        _run(out, ViewLogits(fail_at=3), save_view_logits=True)
+    assert [x["index"] for x in _lines(out)] == [0, 1, 2, 3] and all(x["view_logits"] for x in _lines(out))
+    dataset = Videos()
+    report = _run(out, ViewLogits(), dataset, save_view_logits=True)
+    assert sorted(dataset.decoded) == [4, 5, 6, 7, 8]  # the saved ones were reused
+    assert_same_results(report, reference[0], out, reference[1])  # view logits change no number
+    assert_view_logits(out)
+    assert json.loads((out / FINGERPRINT_FILE).read_text())["save_view_logits"] is True
+    assert "save_view_logits" not in json.loads((reference[1] / FINGERPRINT_FILE).read_text())  # off: as before
+
+    rebuilt = rebuild_report(out, output_dir=tmp_path / "rebuilt")
+    assert rebuilt["top1"] == report["top1"] and rebuilt["loss"] == pytest.approx(report["loss"], abs=1e-5)
+    assert (tmp_path / "rebuilt" / PREDICTIONS_FILE).read_bytes() == (out / PREDICTIONS_FILE).read_bytes()
+    assert not any("view_logits" in r for r in read_predictions(out, view_logits=False))
+
+    # one run with view logits, one without: the probabilities are averaged, the view logits dropped
+    ens = ensemble_predictions([out, reference[1]], output_dir=tmp_path / "ens")
+    assert ens["top1"] == report["top1"]  # the same weights twice
+    assert not any("view_logits" in x for x in _lines(tmp_path / "ens"))
+
+
+def test_turning_view_logits_on_or_off_starts_fresh(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Every line of a run's predictions has view logits or none has: a changed setting reuses nothing."""
+    out = tmp_path / "eval"
+    with pytest.raises(Interrupted):
+        _run(out, ViewLogits(fail_at=3))  # videos 0-3 saved without view logits
+    for views in (True, False):
+        dataset = Videos()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="videogn.engine.evaluator"):
+            _run(out, ViewLogits(), dataset, save_view_logits=views)
+        assert sorted(dataset.decoded) == list(range(N)), views
+        assert "made with another save_view_logits" in caplog.text
+        if views:
+            assert_view_logits(out)
+        else:
+            assert not any("view_logits" in x for x in _lines(out))
+
+
 # -- two gloo ranks ---------------------------------------------------------------------------
 
 
@@ -194,7 +251,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_worker(rank: int, world: int, port: int, out: str, fail_at: int | None) -> None:
+def _rank_worker(rank: int, world: int, port: int, out: str, fail_at: int | None, views: bool = False) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -204,7 +261,7 @@ def _rank_worker(rank: int, world: int, port: int, out: str, fail_at: int | None
     dataset = Videos()
     try:
         try:
-            report = _run(Path(out), ViewLogits(fail_at=fail_at), dataset, dist_info=info)
+            report = _run(Path(out), ViewLogits(fail_at=fail_at), dataset, save_view_logits=views, dist_info=info)
         except Interrupted:
             report = None
         (Path(out) / f"result_rank{rank}.json").write_text(json.dumps({"decoded": dataset.decoded, "report": report}))
@@ -212,8 +269,8 @@ def _rank_worker(rank: int, world: int, port: int, out: str, fail_at: int | None
         shutdown_distributed()
 
 
-def _spawn(out: Path, fail_at: int | None) -> list[dict]:
-    mp.spawn(_rank_worker, args=(2, _free_port(), str(out), fail_at), nprocs=2, join=True)
+def _spawn(out: Path, fail_at: int | None, views: bool = False) -> list[dict]:
+    mp.spawn(_rank_worker, args=(2, _free_port(), str(out), fail_at, views), nprocs=2, join=True)
     results = [json.loads((out / f"result_rank{r}.json").read_text()) for r in range(2)]
     for r in range(2):
         (out / f"result_rank{r}.json").unlink()
@@ -247,3 +304,16 @@ def test_a_two_rank_run_resumed_by_one_process(tmp_path: Path, reference: tuple[
     assert len(dataset.decoded) == N - 4
     assert sorted(p.name for p in out.glob("predictions*.jsonl")) == [PREDICTIONS_FILE]
     assert_same_results(report, reference[0], out, reference[1])
+
+
+@pytest.mark.ddp
+def test_two_ranks_keep_view_logits_through_resume_and_merge(tmp_path: Path, reference: tuple[dict, Path]) -> None:
+    out = tmp_path / "eval"
+    _spawn(out, fail_at=2, views=True)
+    shards = [json.loads(x) for f in ("predictions.rank0.jsonl", "predictions.rank1.jsonl")
+              for x in (out / f).read_text().splitlines()]
+    assert len(shards) == 4 and all("view_logits" in x for x in shards)
+    second = _spawn(out, fail_at=None, views=True)
+    assert sorted(p.name for p in out.glob("predictions*.jsonl")) == [PREDICTIONS_FILE]  # shards merged
+    assert_same_results(second[0]["report"], reference[0], out, reference[1])
+    assert_view_logits(out)

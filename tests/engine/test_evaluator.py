@@ -136,3 +136,32 @@ def test_headline_counts_unreadable_as_misses(tmp_path: Path, caplog: pytest.Log
     headline = next(r.getMessage() for r in caplog.records if "top-1" in r.getMessage())
     assert "(4 videos, 1 unreadable: 1 file(s) missing, 0 failed to decode; counted as misses" in headline
     assert json.loads((tmp_path / "report.json").read_text())["num_missing"] == 1
+
+
+def test_view_logits_are_the_views_that_were_averaged(tmp_path: Path) -> None:
+    """``eval.save_view_logits``: each readable video's line holds its num_clips x num_crops views'
+    logits, in view order, whose softmax averages to its ``probs``; off, the lines are as before."""
+    preds = predict(ViewLogits(), FakeTestSet(), batch_size=3, view_logits=True)
+    assert preds.view_logits is not None and preds.view_logits.shape == (4, 2, 3)  # (N, V, C)
+    assert torch.equal(preds.view_logits[:3], torch.tensor([VIDEOS[i][0] for i in range(3)]))
+    assert torch.count_nonzero(preds.view_logits[3]) == 0  # unreadable
+    assert predict(ViewLogits(), FakeTestSet(), batch_size=3).view_logits is None
+
+    on, off = tmp_path / "on", tmp_path / "off"
+    with_views = evaluate_dataset(ViewLogits(), FakeTestSet(), NAMES, EvalOptions(output_dir=on), batch_size=2,
+                                  save_view_logits=True)
+    without = evaluate_dataset(ViewLogits(), FakeTestSet(), NAMES, EvalOptions(output_dir=off), batch_size=2)
+    assert with_views.report["predictions"] == without.report["predictions"]
+    lines = [json.loads(x) for x in (on / PREDICTIONS_FILE).read_text().splitlines()]
+    views = FakeTestSet.num_clips * FakeTestSet.num_crops
+    for i, line in enumerate(lines[:3]):
+        logits = torch.tensor(line["view_logits"])
+        assert logits.shape == (views, len(NAMES))
+        assert line["view_logits"] == VIDEOS[i][0]  # the model's logits of each view, in view order
+        assert logits.softmax(dim=1).mean(dim=0).tolist() == pytest.approx(line["probs"], abs=1e-5)
+    assert lines[3]["view_logits"] == [] and lines[3]["probs"] == []
+
+    # off: no field, and otherwise the same bytes as the lines with it
+    off_lines = (off / PREDICTIONS_FILE).read_text().splitlines()
+    assert all(set(json.loads(x)) == {"index", "path", "label", "valid", "error", "probs"} for x in off_lines)
+    assert off_lines == [json.dumps({k: v for k, v in line.items() if k != "view_logits"}) for line in lines]

@@ -522,6 +522,10 @@ class EvalProtocolConfig:
     test_scale: int = field(default_factory=lambda: _dataset_default("test_scale"))  # short side before cropping
     test_crop_size: Optional[int] = None  # None: test_scale (fully convolutional, the paper's protocol)
     batch_size: int = 4  # videos (each with num_clips x num_crops views) per batch and process
+    # also write each video's per-view logits ("view_logits": num_clips x num_crops rows of
+    # num_classes floats, clip-major) into predictions.jsonl (videogn-predict: predictions.json);
+    # ~10.5 bytes a float, e.g. 30 views x 400 classes = ~125 KB per video, 2.5 GB for 20k videos
+    save_view_logits: bool = False
 
     def __post_init__(self) -> None:
         for key in ("num_frames", "stride", "test_crop_size"):

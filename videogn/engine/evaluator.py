@@ -18,7 +18,11 @@ Files written into ``EvalOptions.output_dir`` (nothing when it is None):
     every video in dataset order, resumed ones included, and removes the shards). Keys: ``index``
     (position in the split), ``path``, ``label`` (class name; null for an unlabelled video),
     ``valid``, ``error`` (why it is unreadable, else ""), ``probs`` (the averaged class
-    probabilities in the order of the report's ``classes``, 6 decimals; [] when unreadable).
+    probabilities in the order of the report's ``classes``, 6 decimals; [] when unreadable), and
+    with ``eval.save_view_logits`` ``view_logits``: the network's logits of every view, one row of
+    classes per view in view order, clip-major (clip 0's crops, then clip 1's, ...; crops start,
+    centre, end along the longer side), 6 decimals ([] when unreadable): ``probs`` is the mean of
+    their softmax. Off by default: num_views x num_classes floats (~10.5 bytes each) per video.
 ``report.json``
     ``schema_version`` (:data:`REPORT_SCHEMA_VERSION`, 1), ``split``, the caller's entries (e.g.
     ``name``, ``model``, ``norm``, ``step``, ``checkpoint``), ``num_videos``, ``num_readable``,
@@ -35,7 +39,8 @@ Files written into ``EvalOptions.output_dir`` (nothing when it is None):
 ``eval_fingerprint.json``
     What the saved predictions were made with (:data:`FINGERPRINT_FILE`): a SHA-256 of the model's
     state, the split, class names, protocol, precision, the data's root and annotation (path, size,
-    mtime) and the subset, plus the dataset summary that :func:`rebuild_report` needs.
+    mtime), the subset and ``save_view_logits`` (only when on), plus the dataset summary that
+    :func:`rebuild_report` needs.
 ``missing_videos_<split>.txt``
     The annotated videos that have no file (an empty file when none is missing).
 
@@ -45,11 +50,14 @@ predictions file there (``predictions.jsonl`` and all ``predictions.rank<r>.json
 size wrote them; a torn last line is ignored), evaluates only the videos not in them and appends to
 its own file; the report covers the saved and the new predictions alike. Saved predictions are reused
 only when :data:`FINGERPRINT_FILE` matches this evaluation; otherwise they are moved aside (renamed
-``*.stale``) and the evaluation starts fresh, saying so in the log.
+``*.stale``) and the evaluation starts fresh, saying so in the log. Turning ``eval.save_view_logits``
+on or off is such a change: every line of one file has the field or none has.
 
 A report is rebuilt from a run's saved predictions alone with :func:`rebuild_report`, and several
 runs' predictions are ensembled (probabilities averaged) with :func:`ensemble_predictions`; the
 command for both is ``python scripts/ensemble_predictions.py RUN_DIR [RUN_DIR ...] --output DIR``.
+A rebuilt ``predictions.jsonl`` keeps the run's lines as they are (view logits included); an
+ensemble's has none (its runs' views are of other networks, maybe other protocols).
 """
 
 from __future__ import annotations
@@ -62,7 +70,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -172,9 +180,11 @@ class Predictions:
     indices: Tensor  # (N,)
     paths: list[str]
     errors: list[str]
+    view_logits: Optional[Tensor] = None  # (N, V, C) when predict(view_logits=True); zeros for unreadable videos
 
 
-BatchCallback = Callable[[Tensor, dict[str, Any]], None]  # (scores (B, C), the collated batch)
+# (scores (B, C), the collated batch, logits (B, V, C) of every view; zero rows for unreadable videos)
+BatchCallback = Callable[[Tensor, dict[str, Any], Tensor], None]
 
 
 @torch.no_grad()
@@ -190,12 +200,16 @@ def predict(
     progress: Optional[bool] = None,
     subset: Optional[Sequence[int]] = None,
     on_batch: Optional[BatchCallback] = None,
+    view_logits: bool = False,
 ) -> Predictions:
     """Average the softmax over every view of every video of a test-mode dataset.
 
     Under DDP each rank takes every ``world_size``-th video (of ``subset`` when given) and every
-    rank returns the union, in dataset order. ``on_batch(scores, batch)`` is called on each rank
-    after each of its batches (scores (B, C), zero rows for unreadable videos).
+    rank returns the union, in dataset order. ``on_batch(scores, batch, logits)`` is called on each
+    rank after each of its batches (scores (B, C), logits (B, V, C) in view order; zero rows for
+    unreadable videos). ``view_logits``: also return every view's logits (``Predictions.view_logits``,
+    gathered like the scores: N x V x C floats in memory, so off for a large evaluation, whose
+    writer takes them per batch from ``on_batch``).
     """
     from tqdm.auto import tqdm
 
@@ -211,31 +225,36 @@ def predict(
     model.eval()
     show = progress if progress is not None else sys.stderr.isatty()
     c = _num_outputs(model)
-    scores, labels, valid, indices, paths, errors = [], [], [], [], [], []
+    scores, labels, valid, indices, paths, errors, views = [], [], [], [], [], [], []
     try:
         for batch in tqdm(loader, desc="eval", unit="batch", disable=not (show and info.is_main), dynamic_ncols=True):
             video, ok = batch["video"], batch["valid"]  # (B, V, 3, T, H, W), (B,)
             b, v = video.shape[:2]
             out = torch.zeros(b, c) if c is not None else None
+            per_view = torch.zeros(b, v, c) if c is not None else None
             if ok.any():
                 x = video[ok].flatten(0, 1).to(device, non_blocking=True)  # (B' * V, 3, T, H, W)
                 if x.dtype == torch.uint8:  # raw pixels: normalised on the device
                     x = normalize_batch(x, dataset.mean, dataset.std)  # type: ignore[attr-defined]
                 with autocast_context(device, precision):
-                    logits = model(x)
-                probs = F.softmax(logits.float(), dim=1).view(int(ok.sum()), v, -1).mean(dim=1)  # (B', C)
+                    logits = model(x).float()  # (B' * V, C), video-major: each video's views in view order
+                probs = F.softmax(logits, dim=1).view(int(ok.sum()), v, -1).mean(dim=1)  # (B', C)
                 out = torch.zeros(b, probs.shape[1])
                 out[ok] = probs.cpu()
-            if out is None:  # no classifier found and nothing readable yet: sized once a batch reads
-                out = torch.zeros(b, 0)
+                per_view = torch.zeros(b, v, probs.shape[1])
+                per_view[ok] = logits.view(int(ok.sum()), v, -1).cpu()  # (B', V, C)
+            if out is None or per_view is None:  # no classifier found, nothing readable yet: sized once a batch reads
+                out, per_view = torch.zeros(b, 0), torch.zeros(b, v, 0)
             scores.append(out)
+            if view_logits:
+                views.append(per_view)
             labels.append(batch["label"])
             valid.append(ok)
             indices.append(batch["index"])
             paths += batch["path"]
             errors += batch["error"]
             if on_batch is not None:
-                on_batch(out, batch)
+                on_batch(out, batch, per_view)
     finally:
         model.train(was_training)
     local = {
@@ -245,10 +264,12 @@ def predict(
         "indices": torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long),
         "paths": paths,
         "errors": errors,
+        "views": views,
     }
     parts = all_gather_objects(local)
     width = max([s.shape[1] for p in parts for s in p["scores"]] + [c or 0])
     all_scores = [s if s.shape[1] == width else torch.zeros(s.shape[0], width) for p in parts for s in p["scores"]]
+    all_views = [s if s.shape[2] == width else torch.zeros(*s.shape[:2], width) for p in parts for s in p["views"]]
     all_indices = torch.cat([p["indices"] for p in parts])
     order = torch.argsort(all_indices)
     all_paths = [x for p in parts for x in p["paths"]]
@@ -260,6 +281,8 @@ def predict(
         indices=all_indices[order],
         paths=[all_paths[i] for i in order.tolist()],
         errors=[all_errors[i] for i in order.tolist()],
+        view_logits=((torch.cat(all_views) if all_views else torch.zeros(0, 0, width))[order] if view_logits
+                     else None),
     )
 
 
@@ -339,35 +362,78 @@ def _prediction_files(out: Path) -> list[Path]:
     return files + sorted(out.glob("predictions.rank*.jsonl"))
 
 
-def _read_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The complete lines of a predictions file and the byte length they span: a line the writer
-    was killed in the middle of (no newline yet, or not JSON) ends the file there."""
-    data = path.read_bytes()
-    rows, end = [], 0
-    for line in data.split(b"\n")[:-1]:  # the part after the last newline is torn (or empty)
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            break
-        end += len(line) + 1
-    return rows, end
+def _source_files(source: Path) -> list[Path]:
+    """The predictions files of a run dir (:func:`_prediction_files`) or the one file given."""
+    return _prediction_files(source) if source.is_dir() else ([source] if source.is_file() else [])
 
 
-def read_predictions(source: str | Path) -> list[dict[str, Any]]:
+def _scan_lines(path: Path) -> Iterator[tuple[dict[str, Any], int, int]]:
+    """Each complete line of a predictions file: (its object, its first byte, the byte after its
+    newline). A line the writer was killed in the middle of (no newline yet, or not JSON) ends the
+    file there. One line is in memory at a time (lines with view logits are large)."""
+    start = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):  # torn
+                return
+            try:
+                row = json.loads(line)
+            except ValueError:
+                return
+            yield row, start, start + len(line)
+            start += len(line)
+
+
+def read_predictions(source: str | Path, *, view_logits: bool = True) -> list[dict[str, Any]]:
     """The saved per-video lines of a run dir (every predictions file in it) or of one
     ``predictions*.jsonl`` file, one per video (by ``index``), in index order; torn lines are skipped.
+    ``view_logits=False`` drops each line's ``view_logits`` as it is read (what a caller of the
+    probabilities alone wants: they are num_views x num_classes floats per video).
 
     Raises:
         FileNotFoundError: no predictions file there.
     """
     p = Path(source)
-    files = _prediction_files(p) if p.is_dir() else ([p] if p.is_file() else [])
+    files = _source_files(p)
     if not files:
         raise FileNotFoundError(f"no {PREDICTIONS_FILE} (or predictions.rank<r>.jsonl) in {str(p)!r}")
     rows: dict[int, dict[str, Any]] = {}
     for f in files:
-        rows.update((int(r["index"]), r) for r in _read_lines(f)[0])
+        for r, _, _ in _scan_lines(f):
+            if not view_logits:
+                r.pop("view_logits", None)
+            rows[int(r["index"])] = r
     return [rows[i] for i in sorted(rows)]
+
+
+def _merge_lines(files: Sequence[Path], indices: Sequence[int], out: Path) -> Path:
+    """``out/predictions.jsonl`` holding the saved line of each of ``indices``, in that order, copied
+    byte for byte from ``files`` (a later file's line wins, as in :func:`read_predictions`) and
+    replaced atomically (a kill leaves the old file complete). Lines are copied one at a time, so
+    view logits never gather in memory."""
+    spans: dict[int, tuple[int, int, int]] = {}  # index -> (file, first byte, end)
+    for k, f in enumerate(files):
+        for row, start, end in _scan_lines(f):
+            spans[int(row["index"])] = (k, start, end)
+    lost = [i for i in indices if i not in spans]
+    if lost:  # a bug: every prediction of a run is written before it is merged
+        raise RuntimeError(f"{len(lost)} predicted videos (e.g. index {lost[0]}) have no saved line in "
+                           f"{[str(f) for f in files]}")
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / PREDICTIONS_FILE
+    tmp = final.with_name(final.name + ".tmp")
+    handles = [open(f, "rb") for f in files]
+    try:
+        with open(tmp, "wb") as dst:
+            for i in indices:
+                k, start, end = spans[i]
+                handles[k].seek(start)
+                dst.write(handles[k].read(end - start))
+    finally:
+        for h in handles:
+            h.close()
+    os.replace(tmp, final)
+    return final
 
 
 def _rows_to_predictions(rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> Predictions:
@@ -418,14 +484,16 @@ def _state_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _fingerprint(model: nn.Module, dataset: Any, class_names: Sequence[str], options: EvalOptions) -> dict[str, Any]:
+def _fingerprint(
+    model: nn.Module, dataset: Any, class_names: Sequence[str], options: EvalOptions, save_view_logits: bool,
+) -> dict[str, Any]:
     """What decides the saved predictions (compared on resume; ``info`` is kept, not compared)."""
     summary = dict(getattr(dataset, "summary", {}) or {})
     annotation = summary.get("annotation")
     stat = Path(annotation).stat() if annotation and Path(annotation).is_file() else None
     subset = None if options.subset is None else hashlib.sha256(
         ",".join(str(int(i)) for i in options.subset).encode()).hexdigest()
-    return {
+    fingerprint: dict[str, Any] = {
         "version": FINGERPRINT_VERSION,
         "model_sha256": _state_digest(model),
         "split": options.split,
@@ -441,6 +509,9 @@ def _fingerprint(model: nn.Module, dataset: Any, class_names: Sequence[str], opt
         "info": {"dataset": {k: v for k, v in summary.items() if k != "missing"},
                  "num_missing": len(dataset.missing) if options.subset is None and hasattr(dataset, "missing") else None},
     }
+    if save_view_logits:  # absent when off: fingerprints written before the option existed still match
+        fingerprint["save_view_logits"] = True
+    return fingerprint
 
 
 def _prepare_output(out: Path, fingerprint: dict[str, Any], resume: bool) -> None:
@@ -470,37 +541,43 @@ def _fingerprint_mismatch(path: Path, fingerprint: dict[str, Any]) -> str:
     except ValueError:
         return f"{path.name} is damaged"
     now = json.loads(json.dumps(_finite(fingerprint)))  # as it would be read back
-    changed = [k for k in now if k != "info" and saved.get(k) != now[k]]
+    # both sides' keys: a key only one side has (save_view_logits) is a change too
+    changed = [k for k in [*now, *(k for k in saved if k not in now)] if k != "info" and saved.get(k) != now.get(k)]
     return "made with another " + ", ".join(changed) if changed else ""
 
 
 class _PredictionWriter:
     """Appends one JSON line per video to this rank's file (``predictions.jsonl`` in a single
-    process) and flushes it after every batch; a torn last line (a killed run) is cut off first."""
+    process) and flushes it after every batch; a torn last line (a killed run) is cut off first.
+    ``view_logits``: each line also carries its video's per-view logits."""
 
-    def __init__(self, out: Path, info: DistInfo, class_names: Sequence[str]) -> None:
-        self.out, self.info, self.names = out, info, list(class_names)
+    def __init__(self, out: Path, info: DistInfo, class_names: Sequence[str], view_logits: bool = False) -> None:
+        self.out, self.info, self.names, self.view_logits = out, info, list(class_names), view_logits
         out.mkdir(parents=True, exist_ok=True)
         self.path = out / (PREDICTIONS_FILE if info.world_size == 1 else _shard_name(info.rank))
         if self.path.is_file():
-            _, end = _read_lines(self.path)
+            end = 0
+            for _, _, end in _scan_lines(self.path):
+                pass
             with open(self.path, "r+b") as f:
                 f.truncate(end)
         self._file = open(self.path, "a", encoding="utf-8")
 
-    def __call__(self, scores: Tensor, batch: dict[str, Any]) -> None:
-        for row, i, y, ok, p, e in zip(scores.tolist(), batch["index"].tolist(), batch["label"].tolist(),
-                                       batch["valid"].tolist(), batch["path"], batch["error"]):
-            self._file.write(_jsonl_line(self.names, i, p, y, ok, e, row))
+    def __call__(self, scores: Tensor, batch: dict[str, Any], logits: Tensor) -> None:
+        views: list[Optional[list[list[float]]]] = logits.tolist() if self.view_logits else [None] * len(scores)
+        for row, i, y, ok, p, e, v in zip(scores.tolist(), batch["index"].tolist(), batch["label"].tolist(),
+                                          batch["valid"].tolist(), batch["path"], batch["error"], views):
+            self._file.write(_jsonl_line(self.names, i, p, y, ok, e, row, v))
         self._file.flush()
 
     def close(self) -> None:
         self._file.close()
 
     def merge(self, preds: Predictions) -> Path:
-        """Rank 0, after every rank finished: every video's line in one file in dataset order,
-        written atomically (a kill leaves the old files complete), then the shards removed."""
-        final = _write_predictions(self.out, preds, self.names)
+        """Rank 0, after every rank finished: every video's saved line (its probabilities, and view
+        logits when written) in one file in dataset order, written atomically (a kill leaves the old
+        files complete), then the shards removed."""
+        final = _merge_lines(_prediction_files(self.out), preds.indices.tolist(), self.out)
         for shard in self.out.glob("predictions.rank*.jsonl"):
             shard.unlink(missing_ok=True)
         return final
@@ -519,21 +596,30 @@ def _write_predictions(out: Path, preds: Predictions, names: Sequence[str]) -> P
     return final
 
 
-def _jsonl_line(names: Sequence[str], index: int, path: str, label: int, ok: bool, error: str, row: list[float]) -> str:
-    probs = [round(x, 6) for x in row] if ok else []
-    return json.dumps({"index": index, "path": path, "label": _name(names, label), "valid": ok, "error": error,
-                       "probs": probs}) + "\n"
+def _jsonl_line(
+    names: Sequence[str], index: int, path: str, label: int, ok: bool, error: str, row: list[float],
+    views: Optional[list[list[float]]] = None,
+) -> str:
+    """One video's line of ``predictions.jsonl`` (keys: the module docstring); ``views``: its
+    per-view logits (V rows of C), written as ``view_logits`` when given."""
+    line: dict[str, Any] = {"index": index, "path": path, "label": _name(names, label), "valid": ok, "error": error,
+                            "probs": [round(x, 6) for x in row] if ok else []}
+    if views is not None:
+        line["view_logits"] = [[round(x, 6) for x in view] for view in views] if ok else []
+    return json.dumps(line) + "\n"
 
 
 def evaluate_dataset(
     model: nn.Module, dataset: Any, class_names: Sequence[str], options: EvalOptions, *, batch_size: int = 1,
-    num_workers: int = 0,
+    num_workers: int = 0, save_view_logits: bool = False,
 ) -> EvalResult:
     """Evaluate ``model`` on a test-mode dataset (``num_clips`` x ``num_crops`` views per item) and
     write the files of the module docstring when ``options.output_dir`` is set (rank 0 writes the
     merged ones). With ``options.resume`` the videos already predicted in ``output_dir`` by an
     evaluation with the same fingerprint are not evaluated again (module docstring).
-    :func:`evaluate_split` builds the dataset from a run's config and calls this.
+    ``save_view_logits`` (``eval.save_view_logits``): each line of ``predictions.jsonl`` also holds
+    the video's per-view logits. :func:`evaluate_split` builds the dataset from a run's config and
+    calls this.
 
     Raises:
         NoReadableVideosError: not one video (of ``options.subset``) could be read.
@@ -545,12 +631,12 @@ def evaluate_dataset(
                         torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.long), [], [])
     todo: Optional[list[int]] = None if options.subset is None else positions
     if out is not None:
-        fingerprint = _fingerprint(model, dataset, class_names, options)
+        fingerprint = _fingerprint(model, dataset, class_names, options, save_view_logits)
         if info.is_main:
             _prepare_output(out, fingerprint, options.resume)
         all_gather_objects(None)  # a barrier: no rank reads before rank 0 has moved stale files aside
         wanted = set(positions)
-        rows = {int(r["index"]): r for r in (read_predictions(out) if _prediction_files(out) else [])
+        rows = {int(r["index"]): r for r in (read_predictions(out, view_logits=False) if _prediction_files(out) else [])
                 if int(r["index"]) in wanted}
         # the videos every rank found saved (one list for all: each rank then takes the same share)
         done = set.intersection(*map(set, all_gather_objects(sorted(rows))))
@@ -560,7 +646,7 @@ def evaluate_dataset(
             if info.is_main:
                 logger.info("resuming: %d of %d videos already predicted in %s, %d to go",
                             len(done), len(positions), out, len(todo))
-    writer = _PredictionWriter(out, info, class_names) if out is not None else None
+    writer = _PredictionWriter(out, info, class_names, save_view_logits) if out is not None else None
     try:
         preds = predict(
             model, dataset, batch_size=batch_size, num_workers=num_workers, device=options.device,
@@ -593,7 +679,7 @@ def _run_fingerprint(source: Path) -> dict[str, Any]:
 def _load_run(source: str | Path, class_names: Optional[Sequence[str]]) -> tuple[Predictions, list[str], dict[str, Any]]:
     """A run's saved predictions, its class names (given, else its fingerprint's) and fingerprint."""
     p = Path(source)
-    rows = read_predictions(p)
+    rows = read_predictions(p, view_logits=False)
     fingerprint = _run_fingerprint(p)
     names = list(class_names) if class_names is not None else fingerprint.get("classes")
     if not names:
@@ -611,8 +697,8 @@ def rebuild_report(
 
     Args:
         class_names: the probabilities' class order; None: the run's :data:`FINGERPRINT_FILE`'s.
-        output_dir: when given, ``predictions.jsonl`` (merged, in index order) and the report files
-            are written there.
+        output_dir: when given, ``predictions.jsonl`` (the run's lines merged in index order, view
+            logits included) and the report files are written there.
 
     Raises:
         FileNotFoundError: no predictions there. ValueError: class names missing or not matching.
@@ -624,7 +710,7 @@ def rebuild_report(
         num_missing=info.get("num_missing"), protocol=fingerprint.get("protocol"), summary=info.get("dataset"),
     )
     if output_dir is not None:
-        _write_predictions(Path(output_dir), preds, names)
+        _merge_lines(_source_files(Path(source)), preds.indices.tolist(), Path(output_dir))
         write_report(report, output_dir)
     return report
 
@@ -637,8 +723,10 @@ def ensemble_predictions(
     video by video (a video one run could not read is averaged over the runs that read it).
 
     Every run must hold the same videos (by index and path) and the same labels; class columns are
-    matched by name (the first run's order, or ``class_names``). ``output_dir``: as
-    :func:`rebuild_report` (the ensemble's ``predictions.jsonl`` and report).
+    matched by name (the first run's order, or ``class_names``). Saved view logits are ignored (the
+    runs' views are other networks' logits, maybe of other protocols): the ensemble's
+    ``predictions.jsonl`` has none. ``output_dir``: as :func:`rebuild_report` (the ensemble's
+    ``predictions.jsonl`` and report).
 
     Raises:
         ValueError: fewer than one source, or runs that disagree on videos, labels or class names.
@@ -735,7 +823,8 @@ def evaluate_split(target: EvalTarget, options: Optional[EvalOptions] = None, *,
         )
     workers = target.data.num_workers if options.num_workers is None else options.num_workers
     return evaluate_dataset(target.model, dataset, target.class_names, options,
-                            batch_size=target.protocol.batch_size, num_workers=int(workers))
+                            batch_size=target.protocol.batch_size, num_workers=int(workers),
+                            save_view_logits=target.protocol.save_view_logits)
 
 
 def write_report(report: dict[str, Any], output_dir: str | Path, name: str = "report") -> tuple[Path, Path]:
