@@ -148,3 +148,23 @@ def test_train_transform_uint8_matches_crop_resize_flip():
         ref = (ref.flip(3) if flip else ref).permute(1, 0, 2, 3)  # (3, T, 56, 56)
         diff = (out.int() - ref.int()).abs()  # bit-exact on x86 kernels; see the flip test above
         assert out.dtype == torch.uint8 and out.shape == ref.shape and diff.max() <= 1
+
+
+@pytest.mark.parametrize("box", [(40, 36), (20, 18)])  # shrinking (antialiased) and upscaling to 28
+@pytest.mark.parametrize("flip", [False, True])
+def test_train_crop_written_in_place_equals_the_returned_clip(box, flip):
+    """out= (a K-clip item's slot, written by the kernel's out variant) gives the same pixels and
+    the same (3, T, crop, crop) C-innermost view as the allocating path."""
+    from videogn.data.transforms import TrainCrop, apply_train_crop
+
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (5, 48, 50, 3), dtype=torch.uint8, generator=g)
+    window = frames[:, 3 : 3 + box[0], 5 : 5 + box[1]]  # a strided view, as the item passes it
+    crop = TrainCrop(3, 5, box[0], box[1], flip)
+    expected = apply_train_crop(window.contiguous(), crop, crop_size=28, normalized=False)
+    item = torch.zeros((2, 5, 28, 28, 3), dtype=torch.uint8)
+    got = apply_train_crop(window, crop, crop_size=28, normalized=False, out=item[1])
+    assert got.data_ptr() == item[1].data_ptr() and got.shape == (3, 5, 28, 28) and got.stride(0) == 1
+    assert torch.equal(got, expected) and not item[0].any()
+    with pytest.raises(ValueError, match="out= is for uint8 output"):
+        apply_train_crop(window, crop, crop_size=28, normalized=True, out=item[0])

@@ -38,7 +38,7 @@ def test_decode_span_is_one_and_a_half_clips():
     assert decode_span(8, 2.0) == 23 and decode_span(4, 2.0) == 11
 
 
-def test_clips_lie_in_one_span_at_independent_offsets():
+def test_clips_lie_in_one_span_at_independent_offsets_on_their_frame_lattice():
     g = torch.Generator().manual_seed(0)
     n, t, step = 300, 8, 2.0
     span, one = decode_span(t, step), clip_span(t, step)  # 23, 15
@@ -54,7 +54,8 @@ def test_clips_lie_in_one_span_at_independent_offsets():
         firsts.add(first)
         offsets.update(int(s) - first for s in idx[:, 0])
     assert min(firsts) < 10 and max(firsts) > n - span - 10  # the span moves over the whole video
-    assert offsets == set(range(span - one + 1))  # every offset in the span reachable: 0..8
+    # every offset on the clips' frame lattice reachable: 0, 2, .., 8 (overlapping clips share frames)
+    assert offsets == set(range(0, span - one + 1, 2))
 
 
 def test_short_videos_clamp_the_span():
@@ -250,3 +251,13 @@ def test_bench_loader_measures_each_clips_per_decode(tmp_path):
     assert "clips_per_decode=2" in proc.stdout
     bad = subprocess.run([sys.executable, str(script), "--clips-per-decode", "3"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--clips-per-decode 3: K must be >= 1 and divide --batch-size=4" in bad.stderr
+
+
+def test_offsets_at_a_fractional_step_stay_inside_the_span():
+    g = torch.Generator().manual_seed(3)
+    step = 30 / 12.5  # a 30 fps video sampled at 12.5 fps: 2.4 frames per clip frame
+    span, one = decode_span(8, step), clip_span(8, step)
+    for _ in range(200):
+        idx = train_clips_indices(400, 8, step, 2, generator=g)
+        assert idx.max() - idx.min() <= span - 1
+        assert np.all(idx[:, -1] - idx[:, 0] == one - 1)

@@ -286,14 +286,25 @@ class KineticsDataset(torch.utils.data.Dataset):
             top, left = min(c.top for c in crops), min(c.left for c in crops)
             bottom, right = max(c.top + c.height for c in crops), max(c.left + c.width for c in crops)
             frames, inv = self._read(vr, idx, window=(top, left, bottom - top, right - left))
+        normalized = self.dtype == "float32"
+        # uint8: each clip is resized straight into its place in the item (C innermost, as one clip)
+        item = None if normalized else torch.empty((k, t, crop_size, crop_size, 3), dtype=torch.uint8)
         clips = []
-        for crop, pos in zip(crops, inv):
+        for i, (crop, pos) in enumerate(zip(crops, inv)):
             y, x = crop.top - top, crop.left - left
-            # (T, h, w, 3): the clip's frames of its own box, contiguous for the resize
-            window = frames[:, y : y + crop.height, x : x + crop.width].index_select(0, torch.from_numpy(pos))
+            box = frames[:, y : y + crop.height, x : x + crop.width]
+            # (T, h, w, 3): the clip's frames of its own box; on the shared lattice they are consecutive
+            # in the decoded frames, a view (the resize reads it directly), else a gather
+            if len(pos) and np.array_equal(pos, np.arange(pos[0], pos[0] + len(pos))):
+                window = box[int(pos[0]) : int(pos[0]) + len(pos)]
+            else:
+                window = box.index_select(0, torch.from_numpy(pos))
             clips.append(apply_train_crop(window, crop, crop_size=crop_size, mean=self.mean, std=self.std,
-                                          channels_last=self.channels_last, normalized=self.dtype == "float32"))
-        if clips[0].stride(0) == 1:  # C innermost (uint8, channels_last): keep it so in the stack
+                                          channels_last=self.channels_last, normalized=normalized,
+                                          out=None if item is None else item[i]))
+        if item is not None:
+            return item.permute(0, 4, 1, 2, 3)  # (k, 3, T, crop, crop), C innermost
+        if clips[0].stride(0) == 1:  # C innermost (float, channels_last): keep it so in the stack
             return torch.stack([c.movedim(0, -1) for c in clips]).movedim(-1, 1)  # (k, 3, T, crop, crop)
         return torch.stack(clips)  # (k, 3, T, crop, crop)
 

@@ -14,7 +14,8 @@ Videos shorter than a clip (the rule is ``short_video``):
 Several training clips per decode (``clips_per_decode`` K > 1, :func:`train_clips_indices`): one
 span of :func:`decode_span` frames -- :data:`DECODE_SPAN_FACTOR` (1.5) times a clip's span, clamped
 to the video -- starts at a uniformly random frame, and each of the K clips starts at its own
-uniformly random offset inside it, so one decode of the span serves all K.
+uniformly random offset inside it, on the clips' frame lattice (a multiple of the step: overlapping
+clips share their frames), so one decode of the span serves all K.
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ def train_clips_indices(
     generator: torch.Generator | None = None,
 ) -> np.ndarray:
     """``num_clips`` training clips from one span of ``min(decode_span, n)`` frames: the span at a
-    uniformly random start, each clip at its own uniformly random offset inside it (drawn in clip
-    order, after the span's start). A video shorter than one clip gives every clip the
+    uniformly random start, each clip at its own uniformly random offset inside it, a multiple of
+    the step rounded to a frame (drawn in clip order, after the span's start). A video shorter than one clip gives every clip the
     ``short_video`` indices from frame 0.
 
     Returns:
@@ -123,8 +124,11 @@ def train_clips_indices(
     slack = num_video_frames - span
     first = int(torch.randint(0, slack + 1, (1,), generator=generator)) if slack > 0 else 0
     room = span - clip_span(num_frames, step)  # < 0: a video shorter than a clip
-    starts = [first + int(torch.randint(0, room + 1, (1,), generator=generator)) if room > 0 else first
-              for _ in range(num_clips)]
+    # offsets on the clips' own frame lattice (multiples of the step): where clips overlap they take
+    # the same frames, which the span's decode converts to RGB and copies once for all of them
+    slots = math.floor(room / step) if room > 0 else 0
+    starts = [first + int(round(int(torch.randint(0, slots + 1, (1,), generator=generator)) * step)) if slots > 0
+              else first for _ in range(num_clips)]
     return np.stack([_indices(s, num_frames, step, num_video_frames, short_video) for s in starts])
 
 

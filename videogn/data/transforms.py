@@ -29,14 +29,18 @@ def _check_clip(clip: torch.Tensor) -> None:
         raise ValueError(f"clip must have shape (T, H, W, 3), got {tuple(clip.shape)}")
 
 
-def _resize_thwc(clip: torch.Tensor, size: tuple[int, int], *, flip: bool = False) -> torch.Tensor:
+def _resize_thwc(
+    clip: torch.Tensor, size: tuple[int, int], *, flip: bool = False, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """(T, H, W, 3) -> (T, h, w, 3) bilinear, antialiased when shrinking, same dtype; ``flip``
-    also mirrors it left-right.
+    also mirrors it left-right. ``out``: a (T, h, w, 3) tensor of the clip's dtype, contiguous in
+    its last three dimensions (e.g. one clip of a preallocated item), written in place and returned.
 
     uint8 clips stay uint8: torch's CPU kernel for uint8 channels-last images (which a THWC clip
     viewed as (T, 3, H, W) is) is several times faster than converting to float first."""
     if tuple(clip.shape[1:3]) == tuple(size):
-        return clip.flip(2) if flip else clip
+        y = clip.flip(2) if flip else clip
+        return out.copy_(y) if out is not None else y
     x = clip.permute(0, 3, 1, 2)  # (T, 3, H, W), channels-last strides, no copy
     shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
     try:
@@ -44,13 +48,21 @@ def _resize_thwc(clip: torch.Tensor, size: tuple[int, int], *, flip: bool = Fals
         # one anyway (the flip replaces that copy), and when upscaling the input is the smaller one.
         # Its fixed-point weights are mirror-symmetric, so this is bit-exact on the x86 kernels
         # measured (tests/data/test_clip_transforms.py allows 1 level for other builds).
-        y = F.interpolate(x.flip(3) if flip else x, size=size, mode="bilinear", align_corners=False,
-                          antialias=shrink)
+        x = x.flip(3) if flip else x
+        if out is not None:
+            # the kernel's out= variant writes the clip where it belongs: no copy into the item
+            resize = torch.ops.aten._upsample_bilinear2d_aa.out if shrink else torch.ops.aten.upsample_bilinear2d.out
+            o = out.permute(0, 3, 1, 2)
+            if resize(x, list(size), False, None, None, out=o).data_ptr() == o.data_ptr():
+                return out
+        y = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
     except RuntimeError:  # a build/device without the uint8 kernel; float rounding is not mirror-exact
-        y = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=shrink)
+        y = F.interpolate(clip.permute(0, 3, 1, 2).float(), size=size, mode="bilinear", align_corners=False,
+                          antialias=shrink)
         y = y.round_().clamp_(0, 255).to(clip.dtype) if clip.dtype == torch.uint8 else y
         y = y.flip(3) if flip else y
-    return y.permute(0, 2, 3, 1)  # (T, h, w, 3)
+    y = y.permute(0, 2, 3, 1)  # (T, h, w, 3)
+    return out.copy_(y) if out is not None else y
 
 
 def normalize(
@@ -154,13 +166,19 @@ def apply_train_crop(
     std: Sequence[float] = KINETICS_STD,
     channels_last: bool = False,
     normalized: bool = True,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The pixels of ``crop``'s box, uint8 (T, crop.height, crop.width, 3), to the training clip:
-    resized to ``crop_size`` squared, mirrored if ``crop.flip``, normalised (see :func:`train_transform`)."""
+    resized to ``crop_size`` squared, mirrored if ``crop.flip``, normalised (see :func:`train_transform`).
+
+    ``out`` (only with ``normalized=False``): a uint8 (T, crop_size, crop_size, 3) tensor the clip is
+    written into (e.g. one clip of a K-clip item); the (3, T, crop, crop) view of it is returned."""
     _check_clip(window)
     if tuple(window.shape[1:3]) != (crop.height, crop.width):
         raise ValueError(f"window is {tuple(window.shape[1:3])}, the crop box {(crop.height, crop.width)}")
-    x = _resize_thwc(window, (crop_size, crop_size), flip=crop.flip)  # (T, crop, crop, 3)
+    if out is not None and normalized:
+        raise ValueError("apply_train_crop: out= is for uint8 output (normalized=False)")
+    x = _resize_thwc(window, (crop_size, crop_size), flip=crop.flip, out=out)  # (T, crop, crop, 3)
     if not normalized:
         return x.permute(3, 0, 1, 2)  # (3, T, crop, crop) view
     return normalize(x, mean, std, channels_last=channels_last)
