@@ -7,7 +7,7 @@ per-cell top-1 against the ideal observer's ceiling, convergence on held-out los
     .venv/bin/python scripts/sweep_report.py RESULTS --margin 0.03 --out-dir docs/   # where the files go
 
 Writes ``analysis.json`` (every number), ``analysis.md`` (the tables) and ``sweep_top1.png`` /
-``sweep_loss.png`` beside the results (or in ``--out-dir``). Only the ``grid`` stage's runs enter
+``sweep_loss.png`` / ``sweep_contrasts.png`` (the hypotheses' paired intervals) beside the results (or in ``--out-dir``). Only the ``grid`` stage's runs enter
 the hypotheses; the other stages' runs (``pilot``, ``quick``) get the descriptive tables only.
 """
 
@@ -28,6 +28,9 @@ MARGIN = 0.03  # docs/preregistration.md: the equivalence margin of H2, in top-1
 # cell of the grid and every verdict is reported as under-trained
 MAX_UNCONVERGED_PER_CELL = 1
 LABELS = {"bn": "BN", "gn": "GN"}
+# the same contrasts in the GN paper's Table 8 (top-1 points; Kinetics, ResNet-50 I3D, 32@2 and 64@1):
+# H1 = BN 73.3 - 72.1, H2 = GN 73.0 - 72.8, H3 = (GN 74.5 - 73.0) - (BN 73.3 - 73.3)
+PAPER_CONTRASTS = {"H1": 1.2, "H2": 0.2, "H3": 1.5}
 
 
 def _ceiling(setup: dict[str, Any], t: int, s: int) -> Optional[dict[str, Any]]:
@@ -165,6 +168,27 @@ def plot(results: dict[str, Any], analysis: dict[str, Any], out_dir: Path, prefi
     files.append(out_dir / f"{prefix}sweep_loss.png")
     fig.savefig(files[-1], dpi=120)
     plt.close(fig)
+    if analysis.get("hypotheses"):
+        # the paired contrasts the hypotheses are about, with their 95 % intervals, H2's margin
+        # shaded and the paper's values marked
+        hs = analysis["hypotheses"]
+        fig, ax = plt.subplots(figsize=(8, 2.6))
+        m = 100 * analysis["margin"]
+        ax.axvspan(-m, m, color="0.9", label=f"±{m:g} (H2's margin)")
+        ax.axvline(0, color="k", lw=0.8)
+        for i, h in enumerate(hs):
+            ax.errorbar(100 * h["estimate"], i, xerr=[[100 * (h["estimate"] - h["low"])], [100 * (h["high"] - h["estimate"])]],
+                        fmt="o", color="C2", capsize=4, label="this sweep (95 % paired interval)" if i == 0 else None)
+            if h["name"] in PAPER_CONTRASTS:
+                ax.plot(PAPER_CONTRASTS[h["name"]], i, "kx", label="GN paper, Table 8" if i == 0 else None)
+        ax.set_yticks(range(len(hs)), [h["name"] for h in hs])
+        ax.invert_yaxis()
+        ax.set_xlabel("top-1 difference (points)")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.tight_layout()
+        files.append(out_dir / f"{prefix}sweep_contrasts.png")
+        fig.savefig(files[-1], dpi=120)
+        plt.close(fig)
     return files
 
 

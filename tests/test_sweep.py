@@ -216,6 +216,7 @@ def test_report_on_fabricated_results(tmp_path):
                                                                          "H3": "supported"}
     md = (tmp_path / "analysis.md").read_text()
     assert "H1" in md and "supported" in md and "converged" in md
+    assert all((tmp_path / f).stat().st_size > 0 for f in ("sweep_top1.png", "sweep_loss.png", "sweep_contrasts.png"))
     # the pre-registered stopping rule is applied and said in the write-up when it fires
     assert analysis["training"]["under_trained"] == ("**Under-trained**" in md)
 
