@@ -8,8 +8,9 @@ section, so a run cut short still leaves what it found.
 1. correctness of the Triton GN on CUDA tensors against float64 ``F.group_norm``
 2. kernel speed (CUDA events, L2 flushed) against eager / compiled GN, cuDNN BN and a copy
 3. I3D-R50 training step (GN ours / nn.GroupNorm / BN) and a bf16-vs-fp32 loss trajectory
-4. the memory planner for I3D-R50 at 80 GiB
-5. ``torch.distributed.run`` with one process (NCCL; gloo on CPU) for a few DDP steps
+4. compiled (``trainer.compile``) against eager GN training steps: step-time ratio, compile time
+5. the memory planner for I3D-R50 at 80 GiB
+6. ``torch.distributed.run`` with one process (NCCL; gloo on CPU) for a few DDP steps
 
 Usage::
 
@@ -37,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("correctness", "speed", "train_step", "memory_planner", "ddp")
+SECTIONS = ("correctness", "speed", "train_step", "compile", "memory_planner", "ddp")
 #: share of the budget each section may use at most (later sections keep what earlier ones leave)
-SHARES = {"correctness": 0.35, "speed": 0.20, "train_step": 0.20, "memory_planner": 0.15,
-          "ddp": 0.10}
+SHARES = {"correctness": 0.30, "speed": 0.18, "train_step": 0.15, "compile": 0.20,
+          "memory_planner": 0.10, "ddp": 0.07}
 
 
 #: packages of the full install that this check must run without
@@ -538,7 +539,107 @@ def train_step(ctx: Dict[str, Any], clock: Clock) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------
-# section 4: memory planner
+# section 4: compiled against eager training steps
+# ------------------------------------------------------------------------------------------------
+
+def compile_worker(args: argparse.Namespace) -> int:
+    """Eager and compiled (``nn.Module.compile``, as ``trainer.compile``) copies of one GN model,
+    the same weights and batches: the compiling step's wall time, then interleaved steps (the
+    order alternating); prints one JSON line."""
+    import torch
+
+    from videogn.optim import build_sgd
+    from videogn.models import create_model
+    from videogn.runtime import forward_backward, optimizer_step, seed_everything
+
+    gpu = args.device == "cuda"
+    device = torch.device(args.device)
+    batch, frames, crop = (8, 8, 112) if gpu else (2, 4, 32)
+    precision = "bf16" if gpu else "fp32"
+    fmt = torch.channels_last_3d if gpu else torch.contiguous_format
+    # inductor on the CPU takes minutes for a model: the smoke mode checks the wiring (aot_eager)
+    backend = "inductor" if gpu else "aot_eager"
+    models, opts = {}, {}
+    for kind in ("eager", "compiled"):
+        seed_everything(0)
+        models[kind] = create_model(args.compile_model, 400, norm="gn").to(device, memory_format=fmt).train()
+        opts[kind] = build_sgd(models[kind], 0.01)
+    models["compiled"].compile(backend=backend)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    batches = [(torch.randn(batch, 3, frames, crop, crop, generator=gen).to(device).contiguous(memory_format=fmt),
+                torch.randint(0, 400, (batch,), generator=gen).to(device)) for _ in range(2)]
+
+    def step(kind: str, i: int) -> Tuple[float, float]:
+        x, y = batches[i % 2]
+        if gpu:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        loss = forward_backward(models[kind], x, y, precision=precision)
+        optimizer_step(models[kind], opts[kind])
+        if gpu:
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, float(loss)
+
+    eager_first, loss_e = step("eager", 0)
+    compile_s, loss_c = step("compiled", 0)  # dynamo, AOT autograd and the backend, forward and backward
+    times: Dict[str, List[float]] = {"eager": [], "compiled": []}
+    for i in range(1, args.compile_steps + 2):
+        for kind in (("eager", "compiled") if i % 2 else ("compiled", "eager")):
+            times[kind].append(step(kind, i)[0])
+    timed = {k: v[1:] for k, v in times.items()}  # the first of each: warm-up (autotuning, caches)
+    ratios = sorted(c / e for c, e in zip(timed["compiled"], timed["eager"]))
+    print(json.dumps({
+        "model": args.compile_model, "backend": backend, "batch": batch, "frames": frames, "crop": crop,
+        "precision": precision, "layout": "channels_last_3d" if gpu else "contiguous",
+        "compile_s": compile_s, "eager_first_step_s": eager_first,
+        "eager_ms": 1e3 * sorted(timed["eager"])[len(timed["eager"]) // 2],
+        "compiled_ms": 1e3 * sorted(timed["compiled"])[len(timed["compiled"]) // 2],
+        "ratio_median": ratios[len(ratios) // 2], "ratio_min": ratios[0], "ratio_max": ratios[-1],
+        "first_loss_eager": loss_e, "first_loss_compiled": loss_c,
+    }))
+    return 0
+
+
+def compile_section(ctx: Dict[str, Any], clock: Clock) -> Dict[str, Any]:
+    """Each model in a subprocess (a compile cannot be interrupted, a subprocess can), within the
+    section's budget; the first step's loss of the compiled model must match eager's."""
+    device, quick = ctx["device"], ctx["quick"]
+    gpu = device.type == "cuda"
+    models = ["i3d_tiny"] + (["i3d_r50"] if gpu and not quick else [])
+    runs: List[Dict[str, Any]] = []
+    skipped: List[str] = []
+    for name in models:
+        timeout = clock.section_left()
+        if timeout < (30 if gpu else 5):
+            skipped.append(f"{name}: section budget spent ({timeout:.0f} s left)")
+            continue
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--compile-worker", "--device", device.type,
+               "--compile-model", name, "--compile-steps", "3" if quick or not gpu else "6"]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+        except subprocess.TimeoutExpired:
+            skipped.append(f"{name}: did not compile and run within the section's {timeout:.0f} s")
+            continue
+        if done.returncode != 0:
+            runs.append({"model": name, "pass": False, "error": done.stderr[-1500:]})
+            continue
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        e, c = r["first_loss_eager"], r["first_loss_compiled"]
+        # the same weights and batch: fused kernels round differently (bf16 on the GPU), no more
+        r["pass"] = math.isfinite(c) and abs(c - e) <= 0.02 + 0.02 * abs(e)
+        runs.append(r)
+    status = "ok" if runs and all(r["pass"] for r in runs) else "failed"
+    if status == "ok" and skipped:
+        status = "partial"
+    if not runs and skipped:
+        status = "skipped"
+    return {"status": status, "runs": runs, "skipped": skipped,
+            "reason": "; ".join(skipped) if status == "skipped" else None,
+            "note": None if gpu else "CPU smoke: aot_eager backend (no code generation), timings meaningless"}
+
+
+# ------------------------------------------------------------------------------------------------
+# section 5: memory planner
 # ------------------------------------------------------------------------------------------------
 
 def memory_planner(ctx: Dict[str, Any], clock: Clock) -> Dict[str, Any]:
@@ -592,7 +693,7 @@ def memory_planner(ctx: Dict[str, Any], clock: Clock) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------
-# section 5: DDP through torch.distributed.run
+# section 6: DDP through torch.distributed.run
 # ------------------------------------------------------------------------------------------------
 
 def ddp_worker(args: argparse.Namespace) -> int:
@@ -713,6 +814,18 @@ def markdown(report: Dict[str, Any]) -> str:
             t = sec.get("trajectory", {})
             lines += ["", f"loss trajectory bf16 vs fp32 ({t.get('steps')} steps): max |diff| "
                       f"{_fmt(t.get('max_abs_diff'))}, pass {t.get('pass')} {t.get('error', '')}"]
+        elif name == "compile":
+            lines += ["| model | backend | clips x frames | compile s | eager ms | compiled ms | ratio [range] | pass |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for r in sec.get("runs", []):
+                if "error" in r:
+                    lines.append(f"| {r['model']} | | | | | | | NO {r['error'][-200:]!r} |")
+                    continue
+                lines.append(f"| {r['model']} | {r['backend']} | {r['batch']}x{r['frames']} | {_fmt(r['compile_s'])} | "
+                             f"{_fmt(r['eager_ms'])} | {_fmt(r['compiled_ms'])} | {r['ratio_median']:.2f} "
+                             f"[{r['ratio_min']:.2f}-{r['ratio_max']:.2f}] | {'yes' if r['pass'] else 'NO'} |")
+            for item in sec.get("skipped", []):
+                lines.append(f"- skipped: {item}")
         elif name == "memory_planner":
             for r in sec.get("rows", []):
                 if isinstance(r, dict):
@@ -745,6 +858,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="fewer shapes and repetitions")
     p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
     p.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--compile-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--compile-model", default="i3d_tiny", help=argparse.SUPPRESS)
+    p.add_argument("--compile-steps", type=int, default=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     limit = 150.0 if args.quick else 420.0
     args.budget_s = min(args.budget_s, limit) if args.budget_s else limit
@@ -760,6 +876,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("gpu_check: TRITON_INTERPRET was set; unset it to run the compiled kernels")
     if args.ddp_worker:
         return ddp_worker(args)
+    if args.compile_worker:
+        return compile_worker(args)
     clock = Clock(args.budget_s)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -789,7 +907,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     ctx = {"torch": torch, "F": F, "device": device, "quick": args.quick, "out": out}
     runners = {"correctness": correctness, "speed": speed, "train_step": train_step,
-               "memory_planner": memory_planner, "ddp": ddp}
+               "compile": compile_section, "memory_planner": memory_planner, "ddp": ddp}
     for name in SECTIONS:
         if name not in args.sections:
             report["sections"][name] = {"status": "skipped", "reason": "not in --sections"}

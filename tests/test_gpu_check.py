@@ -47,7 +47,7 @@ def test_cpu_smoke_runs_without_optional_packages(tmp_path):
     assert env_info["device_name"]
 
     sections = report["sections"]
-    assert list(sections) == ["correctness", "speed", "train_step", "memory_planner", "ddp"]
+    assert list(sections) == ["correctness", "speed", "train_step", "compile", "memory_planner", "ddp"]
     cases = sections["correctness"]["cases"]
     names = " ".join(c["case"] for c in cases)
     for expected in ("float32", "float16", "bfloat16", "channels_last", "relu", "silu",
@@ -67,4 +67,7 @@ def test_cpu_smoke_runs_without_optional_packages(tmp_path):
     assert {r["norm"] for r in runs} == {"GN (ours)", "nn.GroupNorm", "BN"}
     assert sections["train_step"]["trajectory"]["pass"] is True
     assert sections["ddp"]["backend"] == "gloo" and all(sections["ddp"]["applied"])
+    compiled = sections["compile"]["runs"]  # compiled vs eager steps of the trainer's compile
+    assert [r["model"] for r in compiled] == ["i3d_tiny"] and compiled[0]["pass"] is True, compiled
+    assert compiled[0]["compile_s"] > 0 and compiled[0]["ratio_min"] <= compiled[0]["ratio_median"]
     assert all(row["batch_size"] >= 1 for row in sections["memory_planner"]["rows"])

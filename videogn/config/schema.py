@@ -462,7 +462,12 @@ class TrainerConfig:
     # storing its activations (videogn.models.checkpointing): less memory, more step time
     activation_checkpointing: str = "none"
     channels_last: bool = False  # model and clips in torch.channels_last_3d (GroupNorm3d reads it in place)
-    compile: bool = False  # torch.compile the model in place (state-dict keys stay plain); slower on CPU
+    compile: bool = False  # torch.compile the model in place (state-dict keys stay plain); ~1x eager on CPU
+    # shapes under trainer.compile: false = a graph specialised to each clip shape (a compile per
+    # shape of the budget's schedule; the faster steps), true = one graph for every shape (2.65x
+    # slower steps on CPU), null = torch's automatic (static, dynamic from the first new shape);
+    # README "Memory and speed switches", docs/benchmarks.md "torch.compile (CPU)"
+    compile_dynamic: Optional[bool] = False
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None:

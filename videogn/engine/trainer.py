@@ -43,6 +43,13 @@ the best value so far travels in every periodic checkpoint, so a resumed run kee
 it. Every RNG is restored after a validation: the training that follows is the one a run without
 validation would do.
 
+Compilation (``trainer.compile``): the model is compiled in place (``nn.Module.compile``: plain
+state-dict keys), static or dynamic in the clip shape (``trainer.compile_dynamic``), with a
+recompile limit that covers every clip shape of the budget's schedule. :class:`CompileWatch`
+counts the compilations (logged at each epoch end where they changed and at the end; the summary's
+``compile``) and warns once if the model fell back to eager. Validation runs eagerly, so it
+neither compiles graphs of its own nor evicts the training graph.
+
 Bad videos: a clip that fails to decode is replaced by the dataset; the batch says which video and
 why (``replaced``), and rank 0 logs each newly bad video once — from every rank — and appends it to
 ``bad_videos.log``. The summary counts distinct videos (``bad_videos``) and replacements
@@ -85,7 +92,7 @@ from videogn.runtime import check_training_precision, forward_backward, optimize
 if TYPE_CHECKING:
     from videogn.engine.evaluator import EvalTarget
 
-__all__ = ["BEST_CHECKPOINT", "BAD_VIDEO_LOG", "NonFiniteLossError", "TrainState", "Trainer"]
+__all__ = ["BEST_CHECKPOINT", "BAD_VIDEO_LOG", "CompileWatch", "NonFiniteLossError", "TrainState", "Trainer"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +210,11 @@ class Trainer:
         apply_activation_checkpointing(model, cfg.model.name, tc.activation_checkpointing)
         self.memory_format = torch.channels_last_3d if tc.channels_last else torch.contiguous_format
         model = model.to(self.device, memory_format=self.memory_format)
+        self.compile_watch: Optional[CompileWatch] = None
         if tc.compile:
-            _compile_in_place(model, self.device)
+            self.compile_watch = _compile_in_place(
+                model, self.device, dynamic=tc.compile_dynamic, num_shapes=len(self.batch_sampler.schedule.shapes),
+            )
         if self.dist.distributed:
             model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.model = model
@@ -275,6 +285,8 @@ class Trainer:
             with StopSignals() as signals, log:
                 while s.step < stop_at and self.stopped_by is None:
                     self._train_epoch(stop_at, log, signals)
+                if self.compile_watch is not None:
+                    self.compile_watch.report("end of training", always=True)
                 self._sync_buffers()
                 if s.step > 0 and self.saved_step != s.step:
                     self.save_checkpoint()
@@ -379,6 +391,10 @@ class Trainer:
             "clips_per_s": window.clips * self.dist.world_size / max(now - self._t_step, 1e-9),
             "skipped": int(not applied), "time_s": round(now - self._t0, 3),
         })
+        if self.compile_watch is not None:
+            self.compile_watch.check_fallback()  # every step: a fall-back to eager is announced when it happens
+            if epoch_ended:
+                self.compile_watch.report(f"end of epoch {s.epoch - 1}")
         if self._validation_due(epoch_ended):
             self.validate(log)  # before the checkpoint of this step, so it holds the best value so far
         self._t_step = time.perf_counter()  # validation time is not training throughput
@@ -452,6 +468,7 @@ class Trainer:
             "bad_video_replacements": self.bad_video_replacements,
             "best": dict(self.best) if self.best else None,
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            "compile": self.compile_watch.stats() if self.compile_watch is not None else None,
             "state": asdict(s),
         }
         if self.dist.is_main:
@@ -551,12 +568,16 @@ class Trainer:
         tc, s = self.cfg.trainer, self.state
         self._sync_buffers()  # evaluate rank 0's model, the one best.pt will hold (BN statistics)
         rng = ckpt.capture_rng_state()  # the loader's workers draw their seeds from the global RNG
+        # eval mode, no_grad and another batch shape would each add a compiled graph under
+        # trainer.compile, counting toward the training graph's recompile limit: validate eagerly
         try:
-            result = evaluate_split(self._val_target(), EvalOptions(
-                split="val", device=self.device, precision=tc.precision, num_workers=self.num_workers,
-                dist_info=self.dist, progress=False, output_dir=None, subset=self._val_subset(),
-                extra={"step": s.step},
-            ), dataset=self._val_dataset())
+            # (set_stance takes effect when made: made in the with statement, undone by its exit)
+            with torch.compiler.set_stance("force_eager") if self.compile_watch is not None else contextlib.nullcontext():
+                result = evaluate_split(self._val_target(), EvalOptions(
+                    split="val", device=self.device, precision=tc.precision, num_workers=self.num_workers,
+                    dist_info=self.dist, progress=False, output_dir=None, subset=self._val_subset(),
+                    extra={"step": s.step},
+                ), dataset=self._val_dataset())
         finally:
             ckpt.restore_rng_state(rng)
         metrics = {"val_top1": result.top1, "val_top5": result.top5, "val_loss": result.loss}
@@ -706,16 +727,100 @@ class Trainer:
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.state.step, self.state.epoch, self.state.batch_in_epoch)
 
 
-def _compile_in_place(model: nn.Module, device: torch.device) -> None:
+class CompileWatch:
+    """How often ``trainer.compile`` compiled the model, from dynamo's process-wide counters
+    (``torch._dynamo.utils.counters``, read as differences from when the watch was made).
+
+    A frame whose compilation fails (the recompile limit reached, most often: a new clip shape or
+    a guard that keeps failing) runs eagerly from then on; dynamo says so only in its own log, so
+    :meth:`check_fallback` turns it into one warning of this run that names the fix.
+
+    Args:
+        recompile_limit: the limit the model was compiled with (named in the warning).
+        dynamic: ``trainer.compile_dynamic`` (named in the warning).
+    """
+
+    def __init__(self, recompile_limit: int, dynamic: Optional[bool]) -> None:
+        from torch._dynamo.utils import counters
+
+        self._counters = counters
+        self.recompile_limit = recompile_limit
+        self.dynamic = dynamic
+        self._start = self._read()
+        self._limit_hits_start = self._limit_hits()
+        self._reported: Optional[int] = None
+        self._warned = False
+
+    def _read(self) -> tuple[int, int, int]:
+        frames = self._counters["frames"]
+        return frames["ok"], frames["total"] - frames["ok"], self._counters["stats"]["unique_graphs"]
+
+    def _limit_hits(self) -> int:
+        # dynamo's "Dynamo recompile limit exceeded" graph-break records, one per hit
+        return sum(n for msg, n in self._counters["unimplemented"].items() if "recompile limit" in msg.lower())
+
+    def stats(self) -> dict[str, Any]:
+        """``compiles`` (frames compiled; the model is one frame: it has no graph break),
+        ``recompiles`` (``compiles - 1``), ``graphs`` (FX graphs handed to the backend),
+        ``eager_fallbacks`` (compilations that failed, each leaving a frame eager) and the
+        ``recompile_limit`` the model was compiled with."""
+        # max(0, ...): torch._dynamo.reset() in between clears the counters
+        ok, failed, graphs = (max(0, now - then) for now, then in zip(self._read(), self._start))
+        return {"compiles": ok, "recompiles": max(0, ok - 1), "graphs": graphs, "eager_fallbacks": failed,
+                "recompile_limit": self.recompile_limit}
+
+    def report(self, when: str, always: bool = False) -> None:
+        """Log the compile count at ``when`` if it changed since the last report (or ``always``)."""
+        st = self.stats()
+        if always or st["compiles"] != self._reported:
+            self._reported = st["compiles"]
+            logger.info("torch.compile at %s: %d compilation(s) of the model (%d recompile(s), %d graph(s))",
+                        when, st["compiles"], st["recompiles"], st["graphs"])
+        self.check_fallback()
+
+    def check_fallback(self) -> bool:
+        """Warn (once) if a compilation failed and the model now runs eagerly; whether it did."""
+        st = self.stats()
+        if st["eager_fallbacks"] == 0:
+            return False
+        if not self._warned:
+            self._warned = True
+            if self._limit_hits() > self._limit_hits_start:
+                cause = (f"torch's recompile limit ({self.recompile_limit} compilations of the model) was reached, "
+                         f"after {st['compiles']} compilation(s)")
+            else:
+                cause = f"a compilation failed (see torch._dynamo's log above; {st['compiles']} succeeded)"
+            fix = ("set trainer.compile_dynamic=true (one graph for every clip shape) or raise "
+                   "torch._dynamo.config.recompile_limit" if self.dynamic is not True
+                   else "raise torch._dynamo.config.recompile_limit or set trainer.compile=false")
+            logger.warning("trainer.compile: %s, so the model now runs eagerly (uncompiled) for inputs its "
+                           "compiled graphs do not cover; %s", cause, fix)
+        return True
+
+
+def compile_recompile_limit(num_shapes: int) -> int:
+    """The recompile limit ``trainer.compile`` gives the model: torch's (8), or more when the budget
+    schedule has more clip shapes than that. Static shapes compile once per shape; the one spare
+    covers a specialisation (e.g. a time axis pooled down to 1 frame) in dynamic mode."""
+    return max(int(torch._dynamo.config.recompile_limit), num_shapes + 1)
+
+
+def _compile_in_place(model: nn.Module, device: torch.device, *, dynamic: Optional[bool], num_shapes: int) -> CompileWatch:
     """``trainer.compile``: ``nn.Module.compile`` compiles the module's call in place, so its
-    parameters, state-dict keys (no ``_orig_mod.``) and optimizer stay those of the eager model."""
+    parameters, state-dict keys (no ``_orig_mod.``) and optimizer stay those of the eager model.
+    The recompile limit covers every clip shape of the budget's schedule (``num_shapes``), so a
+    multigrid run does not fall back to eager."""
     if device.type == "cpu":
+        # docs/benchmarks.md "torch.compile (CPU)": 2-core EPYC, 1 thread, 8x112^2, B=2
         logger.warning(
-            "trainer.compile=true on the CPU: compiled training was measured slower than eager on the CPU "
-            "(i3d_tiny GN: 2.9x the eager step time, plus ~100 s of compilation and a recompile per new clip "
-            "shape; issue 24); set trainer.compile=false unless you have measured otherwise"
+            "trainer.compile=true on the CPU: measured, compiled training steps gain little there (i3d_r50 GN "
+            "1.03x the eager step time, i3d_tiny GN 0.87x, with static shapes; 2.65x with "
+            "trainer.compile_dynamic=true) and cost 1-4 min of compilation per clip shape, which a short run "
+            "does not earn back; set trainer.compile=false unless you have measured otherwise"
         )
-    model.compile()
+    limit = compile_recompile_limit(num_shapes)
+    model.compile(dynamic=dynamic, recompile_limit=limit)
+    return CompileWatch(limit, dynamic)
 
 
 def _check_trainable_precision(precision: str, device: torch.device) -> None:
