@@ -4,6 +4,10 @@ CPU section (the native path): GroupNorm3d vs nn.GroupNorm vs nn.BatchNorm3d (tr
 forward and forward+backward, contiguous and channels_last_3d, with the ratio ours / nn.GroupNorm
 and an accuracy column: max |error| against float64 on the same tensor shifted to mean 1000
 (PyTorch's CPU channels-last GN computes E[x^2] - E[x]^2 and loses everything there).
+Forward+backward is timed as a training step has it: a fresh input that needs its gradient, the
+weights' gradients reset, and whatever a call leaves behind freed off the clock. The contenders are
+interleaved round by round; the whole list of shapes is measured ``--runs`` times, and the ratio
+is reported with a 95 % interval over the runs.
 
 CUDA section (the Triton path): per shape, dtype (bf16, fp32) and layout: a device copy of the
 tensor (the bandwidth ceiling), eager F.group_norm, torch.compile'd GN and GN+ReLU, cuDNN
@@ -14,13 +18,16 @@ traffic (forward 2x the tensor bytes, backward 3x) and "% copy" is that rate ove
 Usage:
     python scripts/bench_groupnorm.py --device cpu --quick --out cpu.json
     python scripts/bench_groupnorm.py --device cpu --threads 1 --clock cpu   # shared machine
+    python scripts/bench_groupnorm.py --device cpu --threads 1 --clock cpu --runs 8 --out cpu.json
     python scripts/bench_groupnorm.py --device cuda --out cuda.json          # on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import platform
 import statistics
 import sys
@@ -31,8 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+try:
+    import resource
+except ImportError:  # Windows: no page-fault counts
+    resource = None  # type: ignore[assignment]
+
 import videogn
 from videogn.functional import group_norm
+from videogn.science.analysis import t_quantile
 
 Shape = Tuple[int, int, int, int, int]
 LAYOUTS = ("contiguous", "channels_last_3d")
@@ -62,29 +75,83 @@ def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 _clock = time.perf_counter
 
+# A contender: prepare() does the untimed set-up of one call and returns the call to time.
+Prepare = Callable[[], Callable[[], object]]
 
-def _interleaved_medians(fns: Dict[str, Callable[[], object]], reps: int) -> Dict[str, float]:
-    """Median seconds of each function, timed round-robin so that load from other processes on
-    a shared machine falls on all of them alike."""
-    for fn in fns.values():  # warm-up
-        fn()
-    times: Dict[str, List[float]] = {name: [] for name in fns}
-    order = list(fns.items())
+
+def _minor_faults() -> Optional[float]:
+    """Minor page faults of this process so far (None where ``resource`` is missing: Windows)."""
+    return None if resource is None else float(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+
+def _interleaved_medians(
+    prepares: Dict[str, Prepare], reps: int
+) -> Dict[str, Tuple[float, Optional[float]]]:
+    """Median seconds and median minor page faults of one call of each contender over ``reps``
+    rounds, timed round-robin so that load from other processes falls on all of them alike.
+
+    Each timed call gets what ``prepare()`` set up just before it, untimed, and what it leaves
+    behind (its input, the input's gradient) is freed after the clock stops. The page faults are
+    reported because they, not the kernels, decided the old version of this benchmark: a call that
+    gets freshly mapped memory pays ~1.7 us per 4 KiB page on the reference VM, ~5 ms for one
+    12 MB tensor (docs/benchmarks/groupnorm.md).
+    """
+    for prepare in prepares.values():  # warm-up
+        prepare()()
+    times: Dict[str, List[float]] = {name: [] for name in prepares}
+    faults: Dict[str, List[float]] = {name: [] for name in prepares}
+    # Every order in turn, so that each contender goes first, and follows each other one, equally
+    # often: whoever runs just before leaves the caches and the heap in its state.
+    orders = list(itertools.permutations(prepares.items()))
     for rep in range(reps):
-        # Rotate who goes first: the first call of a round can pay for the previous one's frees.
-        for name, fn in order[rep % len(order):] + order[: rep % len(order)]:
+        for name, prepare in orders[rep % len(orders)]:
+            call = prepare()
+            faults_before = _minor_faults()
             start = _clock()
-            fn()
+            call()
             times[name].append(_clock() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+            faults_after = _minor_faults()
+            if faults_before is not None and faults_after is not None:
+                faults[name].append(faults_after - faults_before)
+            del call  # frees the call's input and its gradient, off the clock
+    return {
+        name: (statistics.median(t), statistics.median(faults[name]) if faults[name] else None)
+        for name, t in times.items()
+    }
 
 
-def _fwd_bwd(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
-    def run() -> None:
-        x.grad = None
-        module(x).backward(grad)
+def _forward(module: nn.Module, x: torch.Tensor) -> Prepare:
+    def call() -> None:
+        with torch.no_grad():
+            module(x)
 
-    return run
+    return lambda: call
+
+
+def _train_step(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Prepare:
+    """Forward+backward as in a training step: a fresh input that needs its gradient (as a conv's
+    output does), the weights' gradients set to None first (``optimizer.zero_grad()``'s default),
+    and a fixed output gradient."""
+
+    def prepare() -> Callable[[], None]:
+        module.zero_grad(set_to_none=True)
+        fresh = x.detach().clone().requires_grad_()  # clone keeps x's memory format
+        return lambda: module(fresh).backward(grad)
+
+    return prepare
+
+
+def _ratio_interval(
+    ours: List[float], theirs: List[float]
+) -> Tuple[float, Optional[float], Optional[float]]:
+    """Geometric mean of the per-run ratios ours/theirs and its 95 % Student-t interval (computed
+    on the log ratios, so it is symmetric in which side is the numerator); no bounds for 1 run."""
+    logs = [math.log(a / b) for a, b in zip(ours, theirs)]
+    mean = statistics.fmean(logs)
+    if len(logs) < 2:
+        return math.exp(mean), None, None
+    half = t_quantile(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
 
 
 def _max_error_vs_float64(module: nn.GroupNorm, x: torch.Tensor) -> float:
@@ -97,66 +164,94 @@ def _max_error_vs_float64(module: nn.GroupNorm, x: torch.Tensor) -> float:
     return (out - ref).abs().max().item()
 
 
-def bench_cpu(shapes: List[Shape], reps: int) -> List[Dict]:
-    rows = []
-    for shape in shapes:
-        c = shape[1]
-        for layout in LAYOUTS:
-            x = _layout(torch.randn(shape), layout).requires_grad_()
+def _cpu_modules(c: int) -> Dict[str, nn.Module]:
+    return {
+        "GroupNorm3d": videogn.GroupNorm3d(c, num_groups=32),
+        "nn.GroupNorm": nn.GroupNorm(32, c),
+        "nn.BatchNorm3d": nn.BatchNorm3d(c),
+    }
+
+
+def bench_cpu(shapes: List[Shape], reps: int, runs: int = 5) -> List[Dict]:
+    """Forward and forward+backward of every contender on every shape and layout.
+
+    One run measures every (shape, layout) once (median of ``reps`` interleaved rounds, with new
+    tensors and modules); the ``runs`` runs follow each other, so each ratio's interval spans the
+    machine's drift over the whole benchmark. The ratio GroupNorm3d / nn.GroupNorm is computed per
+    run; a row reports its geometric mean with a 95 % interval over the runs.
+    """
+    cases = [(shape, layout) for shape in shapes for layout in LAYOUTS]
+    fwd: Dict[Tuple[Shape, str], Dict[str, List[float]]] = {}
+    fwd_bwd: Dict[Tuple[Shape, str], Dict[str, List[float]]] = {}
+    faults: Dict[Tuple[Shape, str], Dict[str, List[Optional[float]]]] = {}  # fwd+bwd, per run
+    errors: Dict[Tuple[Shape, str], Dict[str, Optional[float]]] = {}
+    for run in range(runs):
+        for case in cases:
+            shape, layout = case
+            x = _layout(torch.randn(shape), layout)
             grad = _layout(torch.randn(shape), layout)
-            modules = {
-                "GroupNorm3d": videogn.GroupNorm3d(c, num_groups=32),
-                "nn.GroupNorm": nn.GroupNorm(32, c),
-                "nn.BatchNorm3d": nn.BatchNorm3d(c),
-            }
-            def forward(module: nn.Module) -> Callable[[], object]:
-                def run() -> object:
-                    with torch.no_grad():
-                        return module(x)
+            modules = _cpu_modules(shape[1])
+            f = _interleaved_medians({k: _forward(m, x) for k, m in modules.items()}, reps)
+            fb = _interleaved_medians({k: _train_step(m, x, grad) for k, m in modules.items()}, reps)
+            for store, medians in ((fwd, f), (fwd_bwd, fb)):
+                for name, (seconds, _) in medians.items():
+                    store.setdefault(case, {}).setdefault(name, []).append(seconds * 1e3)
+            for name, (_, count) in fb.items():
+                faults.setdefault(case, {}).setdefault(name, []).append(count)
+            if case not in errors:
+                errors[case] = {k: _max_error_vs_float64(m, x) if isinstance(m, nn.GroupNorm) else None
+                                for k, m in modules.items()}
+        print(f"run {run + 1}/{runs} done", flush=True)
 
-                return run
-
-            fwd = _interleaved_medians({k: forward(m) for k, m in modules.items()}, reps)
-            fwd_bwd = _interleaved_medians(
-                {k: _fwd_bwd(m, x, grad) for k, m in modules.items()}, reps
-            )
-            result: Dict[str, Dict[str, Optional[float]]] = {
-                name: {
-                    "fwd_ms": fwd[name] * 1e3,
-                    "fwd_bwd_ms": fwd_bwd[name] * 1e3,
-                    "max_err": _max_error_vs_float64(m, x) if isinstance(m, nn.GroupNorm) else None,
-                }
-                for name, m in modules.items()
-            }
-            ours, torch_gn = result["GroupNorm3d"], result["nn.GroupNorm"]
-            row = {
-                "shape": list(shape),
-                "layout": layout,
-                "MB": x.numel() * 4 / 2**20,
-                **{f"{k}.{m}": v for k, r in result.items() for m, v in r.items()},
-                "ratio_fwd": ours["fwd_ms"] / torch_gn["fwd_ms"],
-                "ratio_fwd_bwd": ours["fwd_bwd_ms"] / torch_gn["fwd_bwd_ms"],
-            }
-            rows.append(row)
-            _print_cpu_row(row)
+    rows = []
+    for case in cases:
+        shape, layout = case
+        row: Dict = {"shape": list(shape), "layout": layout,
+                     "MB": torch.Size(shape).numel() * 4 / 2**20}
+        for name in fwd[case]:
+            row[f"{name}.fwd_ms"] = statistics.median(fwd[case][name])
+            row[f"{name}.fwd_bwd_ms"] = statistics.median(fwd_bwd[case][name])
+            row[f"{name}.max_err"] = errors[case][name]
+            row[f"{name}.fwd_ms_runs"] = fwd[case][name]
+            row[f"{name}.fwd_bwd_ms_runs"] = fwd_bwd[case][name]
+            counts = [c for c in faults[case][name] if c is not None]
+            row[f"{name}.fwd_bwd_faults"] = statistics.median(counts) if counts else None
+        for kind, store in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
+            ours, theirs = store[case]["GroupNorm3d"], store[case]["nn.GroupNorm"]
+            est, low, high = _ratio_interval(ours, theirs)
+            row[f"ratio_{kind}"], row[f"ratio_{kind}_low"], row[f"ratio_{kind}_high"] = est, low, high
+            row[f"ratio_{kind}_runs"] = [a / b for a, b in zip(ours, theirs)]
+        rows.append(row)
     return rows
 
 
 def _print_cpu_header() -> None:
     print(
         f"{'shape':<22}{'layout':<18}{'MB':>6} | {'fwd ms: ours':>12}{'nn.GN':>8}{'BN3d':>8}"
-        f"{'ratio':>7} | {'f+b ms: ours':>12}{'nn.GN':>8}{'BN3d':>8}{'ratio':>7} | "
-        f"{'err@mean1000: ours':>18}{'nn.GN':>9}"
+        f"{'ratio [95% CI]':>21} | {'f+b ms: ours':>12}{'nn.GN':>8}{'BN3d':>8}{'ratio [95% CI]':>21}"
+        f"{'faults: ours':>13}{'nn.GN':>7} | {'err@mean1000: ours':>18}{'nn.GN':>9}"
     )
+
+
+def _format_ratio(r: Dict, kind: str) -> str:
+    low, high = r[f"ratio_{kind}_low"], r[f"ratio_{kind}_high"]
+    interval = "" if low is None else f" [{low:.3f}, {high:.3f}]"
+    return f"{r[f'ratio_{kind}']:.3f}{interval}"
+
+
+def _format_count(count: Optional[float]) -> str:
+    return "-" if count is None else f"{count:.0f}"
 
 
 def _print_cpu_row(r: Dict) -> None:
     print(
         f"{str(tuple(r['shape'])):<22}{r['layout']:<18}{r['MB']:>6.1f} | "
         f"{r['GroupNorm3d.fwd_ms']:>12.2f}{r['nn.GroupNorm.fwd_ms']:>8.2f}"
-        f"{r['nn.BatchNorm3d.fwd_ms']:>8.2f}{r['ratio_fwd']:>7.2f} | "
+        f"{r['nn.BatchNorm3d.fwd_ms']:>8.2f}{_format_ratio(r, 'fwd'):>21} | "
         f"{r['GroupNorm3d.fwd_bwd_ms']:>12.2f}{r['nn.GroupNorm.fwd_bwd_ms']:>8.2f}"
-        f"{r['nn.BatchNorm3d.fwd_bwd_ms']:>8.2f}{r['ratio_fwd_bwd']:>7.2f} | "
+        f"{r['nn.BatchNorm3d.fwd_bwd_ms']:>8.2f}{_format_ratio(r, 'fwd_bwd'):>21}"
+        f"{_format_count(r['GroupNorm3d.fwd_bwd_faults']):>13}"
+        f"{_format_count(r['nn.GroupNorm.fwd_bwd_faults']):>7} | "
         f"{r['GroupNorm3d.max_err']:>18.1e}{r['nn.GroupNorm.max_err']:>9.1e}",
         flush=True,
     )
@@ -257,7 +352,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default=None,
                         help="which section(s) to run (default: cuda if available, else cpu)")
     parser.add_argument("--quick", action="store_true", help="fewer shapes and repetitions")
-    parser.add_argument("--reps", type=int, default=None, help="CPU repetitions per measurement")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="CPU: interleaved rounds per run, each contender's median taken "
+                             "(default 12, 6 with --quick)")
+    parser.add_argument("--runs", type=int, default=None,
+                        help="CPU: runs over every shape; the ratio's 95 %% interval is over runs "
+                             "(default 5, 3 with --quick; 1 gives no interval)")
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="CPU timer: wall time, or process CPU time (steadier on a shared, "
@@ -272,8 +372,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     if device in ("cuda", "all") and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA device; none is available")
+    for name in ("reps", "runs"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
 
-    meta = {
+    meta: Dict[str, object] = {
         "torch": torch.__version__,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
         "cpu_clock": args.clock,
@@ -283,12 +386,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     results: Dict[str, object] = {"meta": meta}
     print(f"torch {meta['torch']} | {meta['machine']} | GPU: {meta['gpu']}")
     if device in ("cpu", "all"):
-        reps = args.reps or (5 if args.quick else 9)
+        reps = args.reps or (6 if args.quick else 12)  # a multiple of the 6 orders of 3
+        runs = args.runs or (3 if args.quick else 5)
+        meta.update(cpu_reps=reps, cpu_runs=runs)
         print(f"\n== CPU: native path (GroupNorm3d) vs nn.GroupNorm vs nn.BatchNorm3d, fp32, "
-              f"{args.clock} clock ==")
-        print("ratio = GroupNorm3d / nn.GroupNorm time; err = max |y - float64| on input + 1000")
+              f"{args.clock} clock, {runs} runs x {reps} interleaved rounds ==")
+        rows = bench_cpu(CPU_QUICK if args.quick else CPU_SHAPES, reps, runs)
+        print("ms = median over runs of each run's median; ratio = GroupNorm3d / nn.GroupNorm "
+              "time, geometric mean over runs [95 % t-interval]; faults = median minor page "
+              "faults per fwd+bwd call; err = max |y - float64| on input + 1000")
         _print_cpu_header()
-        results["cpu"] = bench_cpu(CPU_QUICK if args.quick else CPU_SHAPES, reps)
+        for row in rows:
+            _print_cpu_row(row)
+        results["cpu"] = rows
     if device in ("cuda", "all"):
         print("\n== CUDA: Triton path vs eager / compiled GN and cuDNN BN "
               "(GB/s on minimal traffic: fwd 2x, bwd 3x tensor bytes) ==")

@@ -15,6 +15,7 @@ Backends:
 from __future__ import annotations
 
 import logging
+import math
 from typing import Optional
 
 import torch
@@ -24,7 +25,7 @@ from torch import Tensor
 from videogn.checks import check_int
 from videogn.ops.group_norm import check_param_devices
 
-__all__ = ["group_norm", "ACTIVATIONS", "BACKENDS", "check_activation"]
+__all__ = ["group_norm", "ACTIVATIONS", "BACKENDS", "check_activation", "cpu_group_norm"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +113,13 @@ def _stable_channels_last(
     if torch.compiler.is_compiling():
         return _two_pass_channels_last(x, num_groups, weight, bias, eps)
     n, c = x.shape[:2]
-    hxw = x[0, 0].numel()
+    hxw = x.numel() // (n * c)  # the caller sends no empty tensor
     y, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, hxw, num_groups, eps)
-    if bool((mean.float() * rstd.float()).abs().amax() <= _CANCELLATION_RISK):
+    # max |mean| * rstd in two small ops, outside autograd: this runs on every call, and on
+    # tensors of a few MB each extra op was a measurable share of the layer's time
+    # (docs/benchmarks/groupnorm.md)
+    risk = torch.linalg.vector_norm(mean.detach().float() * rstd.detach().float(), ord=math.inf)
+    if float(risk) <= _CANCELLATION_RISK:
         return y
     z, _, _ = torch.native_group_norm(x, None, None, n, c, hxw, num_groups, eps)
     y, _, _ = torch.native_group_norm(z, weight, bias, n, c, hxw, num_groups, eps)
@@ -168,6 +173,26 @@ def _native_group_norm(
         if fmt is not None and not y.is_contiguous(memory_format=fmt):
             y = y.contiguous(memory_format=fmt)
     return _apply_activation(y, activation)
+
+
+def cpu_group_norm(
+    x: Tensor,
+    num_groups: int,
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    eps: float,
+    activation: Optional[str],
+) -> Tensor:
+    """What :func:`group_norm` runs for a CPU tensor outside autocast, without its argument checks.
+
+    For callers that made them once (:class:`~videogn.layers.GroupNorm3d` at construction):
+    between other layers, with cold caches, those checks and dispatch cost ~6 % of a 1.5 ms
+    forward+backward (docs/benchmarks/groupnorm.md). ``activation`` must be canonical
+    (:func:`check_activation`).
+    """
+    if x.is_contiguous():  # the common case: exactly nn.GroupNorm's call
+        return _apply_activation(F.group_norm(x, num_groups, weight, bias, eps), activation)
+    return _native_group_norm(x, num_groups, weight, bias, eps, activation)
 
 
 def group_norm(

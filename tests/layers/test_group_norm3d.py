@@ -161,6 +161,36 @@ def test_channels_last_3d_in_channels_last_3d_out_with_same_values():
     torch.testing.assert_close(y_cl, norm(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last_3d"])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_cpu_forward_is_group_norm_exactly(layout, activation):
+    """The layer's lean CPU path (no per-call re-check of its own settings) computes exactly what
+    videogn.functional.group_norm does, values, gradients and layout."""
+    from videogn.functional import group_norm
+
+    torch.manual_seed(0)
+    norm = GroupNorm3d(16, num_groups=4, activation=activation)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    x = torch.randn(2, 16, 3, 4, 5) + 1000.0  # also the large-mean (cancellation) case
+    if layout != "contiguous":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    grad = torch.randn_like(x)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1 = norm(x1)
+    y2 = group_norm(x2, 4, norm.weight, norm.bias, norm.eps, activation=activation)
+    assert torch.equal(y1, y2) and y1.stride() == y2.stride()
+    (g1,) = torch.autograd.grad(y1, x1, grad)
+    (g2,) = torch.autograd.grad(y2, x2, grad)
+    assert torch.equal(g1, g2)
+
+
+def test_parameters_on_another_device_are_named():
+    norm = GroupNorm3d(8, num_groups=4, device="meta")
+    with pytest.raises(ValueError, match="weight is on meta but input is on cpu"):
+        norm(torch.randn(2, 8, 2, 2, 2))
+
+
 def test_pytorchvideo_create_resnet_builds_and_runs_with_groupnorm3d():
     from pytorchvideo.models.resnet import create_resnet
 

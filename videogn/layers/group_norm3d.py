@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from videogn.checks import check_int
-from videogn.functional import BACKENDS, check_activation, group_norm
+from videogn.functional import BACKENDS, check_activation, cpu_group_norm, group_norm
+from videogn.ops.group_norm import check_param_devices
 
 __all__ = ["DEFAULT_NUM_GROUPS", "MIN_GROUP_SIZE", "GroupNorm3d", "resolve_num_groups"]
 
@@ -175,6 +176,10 @@ class GroupNorm3d(nn.GroupNorm):
                 f"GroupNorm3d expected input of shape (N, {self.num_channels}, *), "
                 f"got {tuple(input.shape)}"
             )
+        if input.device.type == "cpu" and self.backend != "triton" and not torch.is_autocast_enabled("cpu"):
+            # group_norm's CPU path without re-checking this layer's own settings on every call
+            check_param_devices(input, self.weight, self.bias)
+            return cpu_group_norm(input, self.num_groups, self.weight, self.bias, self.eps, self.activation)
         return group_norm(
             input, self.num_groups, self.weight, self.bias, self.eps,
             activation=self.activation, backend=self.backend,
