@@ -74,7 +74,10 @@ def run(cfg: DictConfig | TrainConfig, output_dir: Optional[str | Path] = None) 
     Returns:
         ``{"train": summary, "eval": report or None, "output_dir": str}``.
     """
-    from videogn.engine.evaluator import EvalOptions, evaluate_split
+    import contextlib
+
+    import torch
+
     from videogn.engine.train_log import log_eval_to_tensorboard
     from videogn.engine.trainer import Trainer
 
@@ -86,19 +89,31 @@ def run(cfg: DictConfig | TrainConfig, output_dir: Optional[str | Path] = None) 
         trainer = Trainer(conf, out, info)
         summary = trainer.fit()
         if t.eval_after_train:
-            report = evaluate_split(trainer.evaluation_target(), EvalOptions(
-                split="val", device=info.device, precision=t.precision, dist_info=info, progress=t.progress_bar,
-                output_dir=out,
-                extra={"name": conf.name, "model": conf.model.name, "norm": conf.norm.name, "step": summary["steps"],
-                       "bad_videos_during_training": summary["bad_videos"],  # distinct videos
-                       "bad_video_replacements_during_training": summary["bad_video_replacements"],
-                       "best_during_training": summary["best"]},
-            )).report
+            # eager, as validation during training: the evaluation's eval-mode, no_grad batches of
+            # views would each compile graphs of their own (minutes on a CPU) for one pass
+            eager = torch.compiler.set_stance("force_eager") if t.compile else contextlib.nullcontext()
+            with eager:
+                report = _final_evaluation(trainer, conf, info, out, summary)
             if info.is_main and t.tensorboard:
                 log_eval_to_tensorboard(out, report, summary["steps"], report["classes"])
         if info.is_main:
             _log_results(out, report, summary)
     return {"train": summary, "eval": report, "output_dir": str(out)}
+
+
+def _final_evaluation(trainer: Any, conf: TrainConfig, info: Any, out: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """The trained model on the val split, with the run's ``eval`` protocol, written into the run dir."""
+    from videogn.engine.evaluator import EvalOptions, evaluate_split
+
+    t = conf.trainer
+    return evaluate_split(trainer.evaluation_target(), EvalOptions(
+        split="val", device=info.device, precision=t.precision, dist_info=info, progress=t.progress_bar,
+        output_dir=out,
+        extra={"name": conf.name, "model": conf.model.name, "norm": conf.norm.name, "step": summary["steps"],
+               "bad_videos_during_training": summary["bad_videos"],  # distinct videos
+               "bad_video_replacements_during_training": summary["bad_video_replacements"],
+               "best_during_training": summary["best"]},
+    )).report
 
 
 def _log_results(out: Path, report: Optional[dict[str, Any]], summary: dict[str, Any]) -> None:

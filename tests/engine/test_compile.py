@@ -139,3 +139,18 @@ def test_inductor_trains_like_eager(compose_train, tmp_path: Path) -> None:
     summary = compiled.fit()
     assert summary["compile"]["compiles"] == 1 and summary["compile"]["eager_fallbacks"] == 0
     assert _losses(tmp_path / "run") == pytest.approx(_losses(tmp_path / "plain"), rel=1e-3)
+
+
+def test_the_final_evaluation_runs_eagerly(compose_train, tmp_path: Path, eager_backend: None) -> None:
+    """videogn-train's evaluation after training compiles nothing of its own: the one compilation
+    is the training step's."""
+    from torch._dynamo.utils import counters
+
+    from videogn.train import run
+
+    before = counters["frames"]["ok"]  # process-wide, and not cleared by torch._dynamo.reset()
+    result = run(compose_train(*BASE, "trainer.compile=true", "trainer.max_steps=2", "trainer.eval_after_train=true"),
+                 output_dir=tmp_path)
+    assert result["eval"] is not None and result["eval"]["num_videos"] > 0
+    assert result["train"]["compile"]["compiles"] == 1
+    assert counters["frames"]["ok"] - before == 1  # after the evaluation too
