@@ -188,10 +188,8 @@ def cpu_group_norm(
     For callers that made them once (:class:`~videogn.layers.GroupNorm3d` at construction):
     between other layers, with cold caches, those checks and dispatch cost ~6 % of a 1.5 ms
     forward+backward (docs/benchmarks/groupnorm.md). ``activation`` must be canonical
-    (:func:`check_activation`).
+    (:func:`check_activation`). On contiguous input it is exactly nn.GroupNorm's call.
     """
-    if x.is_contiguous():  # the common case: exactly nn.GroupNorm's call
-        return _apply_activation(F.group_norm(x, num_groups, weight, bias, eps), activation)
     return _native_group_norm(x, num_groups, weight, bias, eps, activation)
 
 
