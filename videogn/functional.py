@@ -14,8 +14,10 @@ Backends:
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
+import operator
 from typing import Optional
 
 import torch
@@ -115,15 +117,29 @@ def _stable_channels_last(
     n, c = x.shape[:2]
     hxw = x.numel() // (n * c)  # the caller sends no empty tensor
     y, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, hxw, num_groups, eps)
-    # max |mean| * rstd in two small ops, outside autograd: this runs on every call, and on
-    # tensors of a few MB each extra op was a measurable share of the layer's time
-    # (docs/benchmarks/groupnorm.md)
-    risk = torch.linalg.vector_norm(mean.detach().float() * rstd.detach().float(), ord=math.inf)
-    if float(risk) <= _CANCELLATION_RISK:
+    if _max_abs_product(mean, rstd) <= _CANCELLATION_RISK:
         return y
     z, _, _ = torch.native_group_norm(x, None, None, n, c, hxw, num_groups, eps)
     y, _, _ = torch.native_group_norm(z, weight, bias, n, c, hxw, num_groups, eps)
     return y
+
+
+_C_TYPES = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
+
+
+def _max_abs_product(mean: Tensor, rstd: Tensor) -> float:
+    """max |mean * rstd| over the (N, G) statistics of a CPU kernel's call, read in place through
+    ctypes. This runs on every channels-last call right after a kernel that streamed megabytes
+    through the caches, where every torch op (detach, mul, abs, max, item: six dispatcher calls)
+    and every other C function costs several times its warm time; this way has the fewest
+    (docs/benchmarks/groupnorm.md)."""
+    ctype = _C_TYPES.get(mean.dtype)
+    if ctype is None or rstd.dtype != mean.dtype or not (mean.is_contiguous() and rstd.is_contiguous()):
+        return torch.mul(mean.detach(), rstd.detach()).abs_().max().item()
+    k = mean.numel()
+    m = (ctype * k).from_address(mean.data_ptr())  # views of the tensors' memory, alive until return
+    r = (ctype * k).from_address(rstd.data_ptr())
+    return max(map(abs, map(operator.mul, m, r)), default=0.0)
 
 
 def _two_pass_channels_last(
@@ -183,13 +199,23 @@ def cpu_group_norm(
     eps: float,
     activation: Optional[str],
 ) -> Tensor:
-    """What :func:`group_norm` runs for a CPU tensor outside autocast, without its argument checks.
+    """What :func:`group_norm` runs for a CPU tensor outside autocast, in the fewest steps around
+    the kernel and without its argument checks.
 
-    For callers that made them once (:class:`~videogn.layers.GroupNorm3d` at construction):
-    between other layers, with cold caches, those checks and dispatch cost ~6 % of a 1.5 ms
-    forward+backward (docs/benchmarks/groupnorm.md). ``activation`` must be canonical
-    (:func:`check_activation`). On contiguous input it is exactly nn.GroupNorm's call.
+    For callers that made them once (:class:`~videogn.layers.GroupNorm3d` at construction; it
+    explains a kernel's error after the fact): every Python step and small op here runs right after
+    the previous layer's kernel, with cold caches, where it costs several times its warm time
+    (docs/benchmarks.md, "GroupNorm3d CPU parity"). ``activation`` must be canonical
+    (:func:`check_activation`). On contiguous input it is nn.GroupNorm's kernel call, less
+    F.group_norm's Python: its one check (a group of a single value) is kept.
     """
+    if x.is_contiguous():
+        if x.numel() == num_groups:  # one value per group: F.group_norm raises its error
+            return _apply_activation(F.group_norm(x, num_groups, weight, bias, eps), activation)
+        return _apply_activation(torch.group_norm(x, num_groups, weight, bias, eps), activation)
+    fmt = _CHANNELS_LAST.get(x.dim())
+    if fmt is not None and x.numel() > 0 and x.is_contiguous(memory_format=fmt):
+        return _apply_activation(_stable_channels_last(x, num_groups, weight, bias, eps), activation)
     return _native_group_norm(x, num_groups, weight, bias, eps, activation)
 
 

@@ -238,3 +238,27 @@ def test_relu_keeps_nan_like_f_relu():
     assert torch.isnan(y[0, 0]).all() and (y[0, 1] == 0).all()
     torch.testing.assert_close(y, reference(x, 2, None, b, activation="relu").float(),
                                equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_cancellation_check_reads_the_statistics_exactly(dtype):
+    """The channels-last path's check, max |mean * rstd|, read in place (fp32/fp64) or by torch
+    ops (other dtypes, non-contiguous statistics): both give the product's maximum."""
+    from videogn.functional import _max_abs_product
+
+    torch.manual_seed(9)
+    mean, rstd = (torch.randn(3, 8) * 50).to(dtype), torch.rand(3, 8).to(dtype)
+    expected = (mean.double() * rstd.double()).abs().max().item()
+    rel = 1e-2 if dtype == torch.bfloat16 else 1e-6
+    assert _max_abs_product(mean, rstd) == pytest.approx(expected, rel=rel)
+    assert _max_abs_product(mean.t(), rstd.t()) == pytest.approx(expected, rel=rel)
+
+
+def test_one_value_per_group_is_refused_as_nn_groupnorm_does():
+    from videogn.layers import GroupNorm3d
+
+    x = torch.randn(1, 4, 1, 1, 1)
+    with pytest.raises(ValueError, match="more than 1 value"):
+        torch.nn.GroupNorm(4, 4)(x)
+    with pytest.raises(ValueError, match="more than 1 value"):
+        GroupNorm3d(4, num_groups=4)(x)

@@ -176,10 +176,14 @@ class GroupNorm3d(nn.GroupNorm):
                 f"GroupNorm3d expected input of shape (N, {self.num_channels}, *), "
                 f"got {tuple(input.shape)}"
             )
-        if input.device.type == "cpu" and self.backend != "triton" and not torch.is_autocast_enabled("cpu"):
-            # group_norm's CPU path without re-checking this layer's own settings on every call
-            check_param_devices(input, self.weight, self.bias)
-            return cpu_group_norm(input, self.num_groups, self.weight, self.bias, self.eps, self.activation)
+        if input.is_cpu and self.backend != "triton" and not torch.is_autocast_enabled("cpu"):
+            # group_norm's CPU path without re-checking this layer's own settings on every call;
+            # the kernel checks the parameters' device itself, and its error is explained here
+            try:
+                return cpu_group_norm(input, self.num_groups, self.weight, self.bias, self.eps, self.activation)
+            except RuntimeError:
+                check_param_devices(input, self.weight, self.bias)
+                raise
         return group_norm(
             input, self.num_groups, self.weight, self.bias, self.eps,
             activation=self.activation, backend=self.backend,
