@@ -7,7 +7,10 @@ and an accuracy column: max |error| against float64 on the same tensor shifted t
 Forward+backward is timed as a training step has it: a fresh input that needs its gradient, the
 weights' gradients reset, and whatever a call leaves behind freed off the clock. The contenders are
 interleaved round by round; the whole list of shapes is measured ``--runs`` times, and the ratio
-is reported with a 95 % interval over the runs.
+is reported with a 95 % interval over the runs. glibc is told to keep freed memory
+(``--allocator retain``, the default): otherwise whether a call's tensors come as fresh pages, at
+~2 us a page fault, depends on what ran before it and decides the ratio (``--allocator default``
+shows it). ``--aa`` puts a second nn.GroupNorm in GroupNorm3d's place: the protocol's own spread.
 
 CUDA section (the Triton path): per shape, dtype (bf16, fp32) and layout: a device copy of the
 tensor (the bandwidth ceiling), eager F.group_norm, torch.compile'd GN and GN+ReLU, cuDNN
@@ -19,6 +22,7 @@ Usage:
     python scripts/bench_groupnorm.py --device cpu --quick --out cpu.json
     python scripts/bench_groupnorm.py --device cpu --threads 1 --clock cpu   # shared machine
     python scripts/bench_groupnorm.py --device cpu --threads 1 --clock cpu --runs 8 --out cpu.json
+    python scripts/bench_groupnorm.py --device cpu --threads 1 --clock cpu --runs 8 --aa    # A/A
     python scripts/bench_groupnorm.py --device cuda --out cuda.json          # on a GPU
 """
 
@@ -77,6 +81,32 @@ _clock = time.perf_counter
 
 # A contender: prepare() does the untimed set-up of one call and returns the call to time.
 Prepare = Callable[[], Callable[[], object]]
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def retain_freed_memory() -> Optional[str]:
+    """Have glibc's malloc keep what is freed (no trimming of the heap, no mmap for big blocks), so
+    a call reuses pages it has touched before instead of faulting fresh ones in.
+
+    By default glibc maps every block above its mmap threshold (dynamic, at most 32 MB) fresh and
+    gives it back on free, and trims the heap's top: whether a call's output and input gradient
+    come as new pages (~2 us per 4 KiB page on the reference VM, ~9 ms for two 12 MB tensors) then
+    depends on the allocation history, not on the layer, and lands on one contender or the other
+    (docs/benchmarks/groupnorm.md). Both layers allocate the same tensors either way.
+
+    Returns:
+        None when set, else why not (not glibc)."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return f"allocator left as is: not glibc ({platform.system()} {platform.libc_ver()[0] or '?'})"
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    if not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)):
+        return "allocator left as is: mallopt refused"
+    return None
 
 
 def _minor_faults() -> Optional[float]:
@@ -164,15 +194,17 @@ def _max_error_vs_float64(module: nn.GroupNorm, x: torch.Tensor) -> float:
     return (out - ref).abs().max().item()
 
 
-def _cpu_modules(c: int) -> Dict[str, nn.Module]:
+def _cpu_modules(c: int, aa: bool = False) -> Dict[str, nn.Module]:
+    """The contenders; ``aa``: a second nn.GroupNorm in GroupNorm3d's slot (the benchmark's A/A
+    calibration: its ratio shows what the protocol gives for two identical layers)."""
     return {
-        "GroupNorm3d": videogn.GroupNorm3d(c, num_groups=32),
+        "GroupNorm3d": nn.GroupNorm(32, c) if aa else videogn.GroupNorm3d(c, num_groups=32),
         "nn.GroupNorm": nn.GroupNorm(32, c),
         "nn.BatchNorm3d": nn.BatchNorm3d(c),
     }
 
 
-def bench_cpu(shapes: List[Shape], reps: int, runs: int = 5) -> List[Dict]:
+def bench_cpu(shapes: List[Shape], reps: int, runs: int = 5, aa: bool = False) -> List[Dict]:
     """Forward and forward+backward of every contender on every shape and layout.
 
     One run measures every (shape, layout) once (median of ``reps`` interleaved rounds, with new
@@ -190,7 +222,7 @@ def bench_cpu(shapes: List[Shape], reps: int, runs: int = 5) -> List[Dict]:
             shape, layout = case
             x = _layout(torch.randn(shape), layout)
             grad = _layout(torch.randn(shape), layout)
-            modules = _cpu_modules(shape[1])
+            modules = _cpu_modules(shape[1], aa)
             f = _interleaved_medians({k: _forward(m, x) for k, m in modules.items()}, reps)
             fb = _interleaved_medians({k: _train_step(m, x, grad) for k, m in modules.items()}, reps)
             for store, medians in ((fwd, f), (fwd_bwd, fb)):
@@ -362,12 +394,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="CPU timer: wall time, or process CPU time (steadier on a shared, "
                              "throttled machine; use it with --threads 1)")
+    parser.add_argument("--allocator", choices=["retain", "default"], default="retain",
+                        help="CPU: retain (glibc keeps freed memory: no page-fault lottery between "
+                             "contenders; see retain_freed_memory) or default (glibc as it comes)")
+    parser.add_argument("--aa", action="store_true",
+                        help="CPU: A/A calibration, a second nn.GroupNorm in GroupNorm3d's place")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile baselines")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     global _clock
     _clock = CLOCKS[args.clock]
+    allocator = args.allocator
+    if device in ("cpu", "all") and allocator == "retain":
+        why_not = retain_freed_memory()
+        if why_not:
+            print(why_not)
+            allocator = "default"
     if args.threads:
         torch.set_num_threads(args.threads)
     if device in ("cuda", "all") and not torch.cuda.is_available():
@@ -380,6 +423,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "torch": torch.__version__,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads",
         "cpu_clock": args.clock,
+        "cpu_allocator": allocator,
+        "cpu_aa": args.aa,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "command": " ".join(sys.argv),
     }
@@ -390,8 +435,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         runs = args.runs or (3 if args.quick else 5)
         meta.update(cpu_reps=reps, cpu_runs=runs)
         print(f"\n== CPU: native path (GroupNorm3d) vs nn.GroupNorm vs nn.BatchNorm3d, fp32, "
-              f"{args.clock} clock, {runs} runs x {reps} interleaved rounds ==")
-        rows = bench_cpu(CPU_QUICK if args.quick else CPU_SHAPES, reps, runs)
+              f"{args.clock} clock, {runs} runs x {reps} interleaved rounds, allocator {allocator} ==")
+        if args.aa:
+            print("A/A calibration: the GroupNorm3d column is a second nn.GroupNorm")
+        rows = bench_cpu(CPU_QUICK if args.quick else CPU_SHAPES, reps, runs, aa=args.aa)
         print("ms = median over runs of each run's median; ratio = GroupNorm3d / nn.GroupNorm "
               "time, geometric mean over runs [95 % t-interval]; faults = median minor page "
               "faults per fwd+bwd call; err = max |y - float64| on input + 1000")

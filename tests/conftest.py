@@ -20,6 +20,27 @@ torch.set_num_threads(1)
 TINY = "experiment=tiny"  # configs/experiment/tiny.yaml: a seconds-long run on a tiny built-in dataset
 
 
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture(scope="session")
+def load_script() -> Callable[[str], object]:
+    """``load_script("bench_loader")``: ``scripts/<name>.py`` imported as a module (once per session)."""
+    import importlib.util
+
+    loaded: dict[str, object] = {}
+
+    def load(name: str) -> object:
+        if name not in loaded:
+            spec = importlib.util.spec_from_file_location(f"script_{name}", SCRIPTS / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            loaded[name] = module
+        return loaded[name]
+
+    return load
+
+
 @pytest.fixture(scope="session")
 def synthetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache of the tiny built-in dataset for the whole session."""

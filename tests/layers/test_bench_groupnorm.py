@@ -1,7 +1,6 @@
 """scripts/bench_groupnorm.py's CPU protocol: what a timed call includes, the training-step
 conditions of forward+backward, and the ratio's interval over runs (no timing is asserted)."""
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -15,11 +14,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_groupnorm.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_groupnorm", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("bench_groupnorm")
 
 
 def test_call_state_is_freed_off_the_clock(bench, monkeypatch):
@@ -105,3 +101,23 @@ def test_every_contender_follows_every_other_equally_often(bench):
     pairs = [(r[i], r[i + 1]) for r in rounds for i in range(2)]
     assert {p: pairs.count(p) for p in set(pairs)} == {
         (p, q): 4 for p in "abc" for q in "abc" if p != q}
+
+
+def test_aa_calibration_puts_a_second_nn_groupnorm_in_groupnorm3ds_place(bench):
+    mods = bench._cpu_modules(64, aa=True)
+    assert type(mods["GroupNorm3d"]) is nn.GroupNorm and type(mods["nn.GroupNorm"]) is nn.GroupNorm
+    assert mods["GroupNorm3d"] is not mods["nn.GroupNorm"]
+    assert isinstance(bench._cpu_modules(64)["GroupNorm3d"], videogn.GroupNorm3d)
+
+
+def test_retained_allocator_is_set_or_says_why_not():
+    """Run in a child: the setting lasts for the process (a test worker would keep it)."""
+    import subprocess
+    import sys
+
+    code = ("import importlib.util, sys; s = importlib.util.spec_from_file_location('b', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); print(repr(m.retain_freed_memory()))")
+    out = subprocess.run([sys.executable, "-c", code, str(SCRIPT)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = out.stdout.strip().splitlines()[-1]
+    assert result == "None" or result.startswith("'allocator left as is")
