@@ -18,7 +18,11 @@ Pipelines:
                            .get_frames_at``) -- the reference rate (raw PyAV does not
                            seek, so a seeking reader can beat it)
     reader-<backend>       videogn's VideoReader(path, backend).get_frames(indices), uint8 out, no
-                           transforms: the decode path alone, against the raw library
+                           transforms: the decode path alone, against the raw library; with
+                           ``--clips-per-decode K``, the union of K clips' frames from one span
+                           (the toolkit's sampler, what the dataset decodes for an item) counted
+                           as K clips: the ceiling clips per decode could reach if every per-clip
+                           step were free
     videogn-<backend>      KineticsDataset (train mode): VideoReader + sampling + scale jitter
                            [256, 320], random 224 crop, flip -> uint8 (3, T, 224, 224), what the
                            trainer loads (``--dtype float32``: normalised on the worker instead);
@@ -38,6 +42,9 @@ it leaves out the time a worker waited for a core), peak RSS (VmHWM) of the main
 largest worker (a forked worker's RSS includes pages it shares with the main process). ``raw`` with 0 workers is the in-process decode rate.
 With several ``--clips-per-decode`` values, each K > 1 is also given as a multiple of K = 1's clips/s
 (same set, backend and workers); ``--batch-size`` and ``--clips`` count clips (multiples of each K).
+The machine's speed drifts between configurations (a VM's share of its host), so one such ratio
+says little: ``--repeats N`` runs everything N times, the K order reversed every other time, pairs
+each K > 1 with K = 1 of its own repeat and reports the median [min, max] of the N ratios.
 
 Note: decord's ``get_batch`` returns wrong frames on streams with frame reordering (see
 videogn/data/decode.py), so on the ``bframes`` set raw-decord is a ceiling on speed, not a correct
@@ -61,6 +68,7 @@ Usage:
     python scripts/bench_loader.py --clips 96 --out bench_loader.json
     python scripts/bench_loader.py --sets nob --backends decord,pyav --pipelines raw,videogn --quick
     python scripts/bench_loader.py --pipelines videogn --backends pyav --workers 1 --clips-per-decode 1 2 --clips 96
+    python scripts/bench_loader.py --pipelines reader,videogn --backends pyav --workers 1 --clips-per-decode 1 2 --repeats 6
     python scripts/bench_loader.py --videos /data/kinetics/videos_256 --out k400.json  # real files
 """
 
@@ -181,15 +189,34 @@ class RawDecode(_ClipSpecs):
 
 
 class ReaderDecode(_ClipSpecs):
-    def __init__(self, paths: list[str], num_frames: int, stride: int, backend: str) -> None:
+    """VideoReader.get_frames of one clip's frames; with ``k`` > 1, of the union of k clips' frames
+    drawn from one span by the toolkit's own sampler (what KineticsDataset(clips_per_decode=k)
+    decodes for an item), counted as k clips: the rate clips per decode could reach if every
+    per-clip step (RGB views, resize, flip, collate) were free."""
+
+    def __init__(self, paths: list[str], num_frames: int, stride: int, backend: str, k: int = 1) -> None:
         super().__init__(paths, num_frames, stride)
-        self.backend = backend
+        self.backend, self.k = backend, k
 
     def __getitem__(self, i: int):
         from videogn.data import VideoReader
+        from videogn.data.sampling import clip_step, train_clips_indices
 
         with VideoReader(self.paths[i], backend=self.backend) as vr:
-            return vr.get_frames(self.indices(len(vr)))
+            if self.k == 1:
+                return vr.get_frames(self.indices(len(vr)))
+            idx = train_clips_indices(len(vr), self.num_frames, clip_step(self.stride, vr.fps), self.k)
+            return vr.get_frames(np.unique(idx))  # (distinct frames, H, W, 3), as the dataset reads them
+
+
+class CountClips:
+    """Collate for ReaderDecode with k > 1: the items' frames, each item counted as k clips."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        return [frames for frames in items for _ in range(self.k)]
 
 
 class PyTorchVideoClips(_ClipSpecs):
@@ -297,7 +324,8 @@ def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     elif kind == "raw":
         ds, collate = RawDecode(paths, cfg["num_frames"], cfg["stride"], backend), torch.stack
     elif kind == "reader":
-        ds, collate = ReaderDecode(paths, cfg["num_frames"], cfg["stride"], backend), torch.stack
+        ds = ReaderDecode(paths, cfg["num_frames"], cfg["stride"], backend, k)
+        collate = torch.stack if k == 1 else CountClips(k)
     else:
         ds, collate = PyTorchVideoClips(paths, cfg["num_frames"], cfg["stride"], backend, cfg["fps"]), torch.stack
     sampler = RandomSampler(ds, replacement=True, num_samples=cfg["clips"] // k, generator=torch.Generator().manual_seed(0))
@@ -417,8 +445,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="print the workers each pipeline needs to load this many clips/s")
     ap.add_argument("--dtype", default="uint8", choices=["uint8", "float32"], help="KineticsDataset output")
     ap.add_argument("--clips-per-decode", nargs="+", type=int, default=[1], metavar="K",
-                    help="videogn pipeline: K training clips from each decoded span (data.clips_per_decode); "
+                    help="videogn and reader pipelines: K training clips from each decoded span (data.clips_per_decode); "
                          "several values measure each, e.g. --clips-per-decode 1 2")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run every configuration this many times, the K values' order reversed every other "
+                         "time; each K > 1 is compared with K = 1 of the same repeat (the machine's speed drifts "
+                         "between configurations) and summarised as median [min, max] over repeats")
     ap.add_argument("--item-ratio", action="store_true", help="only the item/decode ratio per set (see above)")
     ap.add_argument("--rounds", type=int, default=7, help="--item-ratio: rounds (a ratio each)")
     ap.add_argument("--per-round", type=int, default=8,
@@ -464,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = [int(w) for arg in args.workers for w in str(arg).split(",") if w]
     if args.item_ratio:
         return _run_item_ratio(args, sets)
-    configs = []
+    groups: list[list[dict[str, Any]]] = []
     if "pytorchvideo" in args.pipelines.split(",") and not have_ptv:
         print("pytorchvideo's EncodedVideo does not import: skipped", file=sys.stderr)
     for set_name, (root, paths) in sets.items():
@@ -474,11 +506,17 @@ def main(argv: list[str] | None = None) -> int:
             for backend in args.backends.split(","):
                 ws = ([0] if pipeline in ("raw", "reader") else []) + workers
                 for w in ws:
-                    for k in ks if pipeline == "videogn" else [1]:
-                        configs.append({"set": set_name, "pipeline": pipeline, "backend": backend, "workers": w,
+                    group = []  # the K values of one (set, pipeline, backend, workers): adjacent
+                    for k in ks if pipeline in ("videogn", "reader") else [1]:
+                        group.append({"set": set_name, "pipeline": pipeline, "backend": backend, "workers": w,
                                         "paths": paths, "root": str(root), "num_frames": args.num_frames,
                                         "stride": args.stride, "clips": args.clips, "batch_size": args.batch_size,
                                         "fps": fps, "real": real, "dtype": args.dtype, "clips_per_decode": k})
+                    groups.append(group)
+    # each repeat runs every group, its K order reversed every other repeat, so that drift in the
+    # machine's speed over a repeat falls on K = 1 and K > 1 alike
+    configs = [{**cfg, "repeat": rep} for rep in range(args.repeats)
+               for group in groups for cfg in (group if rep % 2 == 0 else group[::-1])]
     loadavg_start = os.getloadavg()
     results = []
     header = (f"{'set':<9}{'pipeline':<14}{'backend':<8}{'workers':>8}{'K':>3}{'clips/s':>10}{'clips/s/wkr':>12}{'clips/CPU-s':>12}"
@@ -491,12 +529,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{cfg['set']:<9}{cfg['pipeline']:<14}{cfg['backend']:<8}{cfg['workers']:>8}  FAILED: {proc.stderr.strip()[-300:]}")
             continue
         res = json.loads(proc.stdout.strip().splitlines()[-1])
-        res["set"] = cfg["set"]
-        raw = next((r for r in results if r["set"] == res["set"] and r["pipeline"] == "raw"
+        res["set"], res["repeat"] = cfg["set"], cfg["repeat"]
+        raw = next((r for r in results if r["set"] == res["set"] and r["pipeline"] == "raw" and r["repeat"] == res["repeat"]
                     and r["backend"] == res["backend"] and r["workers"] == res["workers"]), None)
         res["fraction_of_raw"] = res["clips_per_s"] / raw["clips_per_s"] if raw and res["pipeline"] != "raw" else None
         # raw decord's seeks return wrong frames on reordered streams: a ceiling only where exact
         exact = [r for r in results if r["set"] == res["set"] and r["pipeline"] == "raw" and r["workers"] == res["workers"]
+                 and r["repeat"] == res["repeat"]
                  and (r["backend"] == "pyav" or res["set"] == "nob")]
         best = max((r["clips_per_s"] for r in exact), default=None)
         res["fraction_of_best_raw"] = res["clips_per_s"] / best if best and res["pipeline"] != "raw" else None
@@ -508,20 +547,27 @@ def main(argv: list[str] | None = None) -> int:
               f"{res['frames_per_s']:>10.1f}{frac:>8}{frac_best:>8}{res['peak_rss_main_mb']:>9.0f}M{res['peak_rss_worker_mb']:>8.0f}M",
               flush=True)
     for r in results:
-        if r["pipeline"] == "videogn" and r["clips_per_decode"] > 1:
-            one = next((p for p in results if p["pipeline"] == "videogn" and p["clips_per_decode"] == 1
-                        and (p["set"], p["backend"], p["workers"]) == (r["set"], r["backend"], r["workers"])), None)
+        if r["pipeline"] in ("videogn", "reader") and r["clips_per_decode"] > 1:
+            one = next((p for p in results if p["pipeline"] == r["pipeline"] and p["clips_per_decode"] == 1
+                        and (p["set"], p["backend"], p["workers"], p["repeat"])
+                        == (r["set"], r["backend"], r["workers"], r["repeat"])), None)
             r["speedup_vs_one_clip_per_decode"] = r["clips_per_s"] / one["clips_per_s"] if one else None
             r["cpu_speedup_vs_one_clip_per_decode"] = r["clips_per_cpu_s"] / one["clips_per_cpu_s"] if one else None
             if one:
-                print(f"[{r['set']}] videogn-{r['backend']}, {r['workers']} worker(s): clips_per_decode={r['clips_per_decode']} "
+                print(f"[{r['set']}] {r['pipeline']}-{r['backend']}, {r['workers']} worker(s): clips_per_decode={r['clips_per_decode']} "
                       f"{r['clips_per_s_per_worker']:.2f} clips/s per worker = {r['speedup_vs_one_clip_per_decode']:.2f}x "
                       f"K=1's {one['clips_per_s_per_worker']:.2f}; per CPU-second "
                       f"{r['cpu_speedup_vs_one_clip_per_decode']:.2f}x")
+    k_summary = summarize_clips_per_decode(results)
+    for row in k_summary:
+        print(f"[{row['set']}] {row['pipeline']}-{row['backend']}, {row['workers']} worker(s), K={row['clips_per_decode']} "
+              f"/ K=1 over {row['repeats']} repeat(s): clips/s per worker {row['median']:.2f}x "
+              f"[{row['min']:.2f}, {row['max']:.2f}], per CPU-second {row['cpu_median']:.2f}x "
+              f"[{row['cpu_min']:.2f}, {row['cpu_max']:.2f}]")
     for r in results:
         if r["pipeline"] == "videogn" and r["clips_per_decode"] == 1:  # one clip per video, as pytorchvideo
             ptv = [p for p in results if p["set"] == r["set"] and p["pipeline"] == "pytorchvideo"
-                   and p["workers"] == r["workers"]]
+                   and p["workers"] == r["workers"] and p["repeat"] == r["repeat"]]
             same = next((p for p in ptv if p["backend"] == r["backend"]), None)
             best = max(ptv, key=lambda p: p["clips_per_s"], default=None)
             r["speedup_vs_pytorchvideo"] = r["clips_per_s"] / same["clips_per_s"] if same else None
@@ -559,12 +605,31 @@ def main(argv: list[str] | None = None) -> int:
         "clip": f"{args.num_frames} frames, stride {args.stride}", "clips_per_config": args.clips,
         "batch_size": args.batch_size, "quick": args.quick, "dtype": args.dtype, "clips_per_decode": ks,
         "decode_span_frames": decode_span(args.num_frames, float(args.stride)),
-        "target_clips_per_s": args.target_clips_per_s,
+        "target_clips_per_s": args.target_clips_per_s, "repeats": args.repeats,
     }
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+        Path(args.out).write_text(json.dumps({"meta": meta, "results": results, "clips_per_decode_ratios": k_summary},
+                                             indent=1) + "\n")
     return 0
+
+
+def summarize_clips_per_decode(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (set, pipeline, backend, workers, K > 1): the ratio to K = 1 of the same repeat (clips/s
+    per worker, and per CPU-second), as median, min and max over the repeats that have both."""
+    out = []
+    keys = dict.fromkeys((r["set"], r["pipeline"], r["backend"], r["workers"], r["clips_per_decode"])
+                         for r in results if r.get("speedup_vs_one_clip_per_decode"))
+    for set_name, pipeline, backend, workers, k in keys:
+        rows = [r for r in results if (r["set"], r["pipeline"], r["backend"], r["workers"], r["clips_per_decode"])
+                == (set_name, pipeline, backend, workers, k) and r.get("speedup_vs_one_clip_per_decode")]
+        wall = [r["speedup_vs_one_clip_per_decode"] for r in rows]
+        cpu = [r["cpu_speedup_vs_one_clip_per_decode"] for r in rows]
+        out.append({"set": set_name, "pipeline": pipeline, "backend": backend, "workers": workers,
+                    "clips_per_decode": k, "repeats": len(rows), "ratios": wall, "cpu_ratios": cpu,
+                    "median": float(np.median(wall)), "min": min(wall), "max": max(wall),
+                    "cpu_median": float(np.median(cpu)), "cpu_min": min(cpu), "cpu_max": max(cpu)})
+    return out
 
 
 def _machine() -> str:
@@ -599,7 +664,8 @@ def _run_item_ratio(args: argparse.Namespace, sets: dict[str, tuple[Path, list[s
         meta = {"machine": _machine(), "loadavg": os.getloadavg(), "clip": f"{args.num_frames} frames, stride {args.stride}",
                 "mode": "item-ratio", "rounds": args.rounds, "per_round": args.per_round}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+        Path(args.out).write_text(json.dumps({"meta": meta, "results": results, "clips_per_decode_ratios": k_summary},
+                                             indent=1) + "\n")
     return 0
 
 
