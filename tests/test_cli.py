@@ -126,3 +126,21 @@ def test_eval_label_outside_the_checkpoints_classes_names_file_and_row(compose, 
         run(compose("eval", f"checkpoint={fixture}", "data=kinetics400", f"data.root={tmp_path / 'k'}",
                     f"data.train_annotation={csv}", f"data.val_annotation={csv}", "data.num_workers=0",
                     f"output_dir={tmp_path / 'out'}", "device=cpu"))
+
+
+def test_what_the_start_up_check_logs_reaches_the_runs_log_file(tmp_path: Path) -> None:
+    """The check runs before the log file exists (a refused run leaves no run dir); what it logged
+    for a run that goes on is written to that run's log once the file is open."""
+    import logging
+
+    from videogn.cli import job_context
+
+    def check(info, out) -> None:
+        logging.getLogger("videogn.engine.preflight").warning("1 of 6 training videos have no file")
+
+    out = tmp_path / "run"
+    with job_context("cpu", "gloo", out, "train.log", check=check):
+        logging.getLogger("videogn.train").warning("training starts")
+    lines = (out / "train.log").read_text().splitlines()
+    assert "1 of 6 training videos have no file" in lines[0] and "[WARNING]" in lines[0]
+    assert "training starts" in lines[1]

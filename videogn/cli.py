@@ -83,6 +83,17 @@ def release_scratch_dir(run_dir: Path) -> None:
             pass
 
 
+class _RecordBuffer(logging.Handler):
+    """Keeps the records it is given (for a log file that is opened later)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @contextlib.contextmanager
 def job_context(
     device: str, dist_backend: str, output_dir: Optional[str | Path], log_name: str, timeout_s: Optional[float] = None,
@@ -92,6 +103,7 @@ def job_context(
 
     ``check(dist_info, run_dir)``, when given, runs before the log file is opened: a start-up check
     that refuses the run (a ConfigError) leaves the run dir holding only ``.hydra/``, so it is removed.
+    What the check logs (e.g. its warnings) also goes into the log file once it is open.
 
     Yields:
         ``(dist_info, run_dir)``.
@@ -105,9 +117,19 @@ def job_context(
             output_dir = HydraConfig.get().runtime.output_dir
         out = Path(broadcast_object(str(output_dir)))
         release_scratch_dir(out)
+        early = _RecordBuffer()
         if check is not None:
-            check(info, out)
+            # what the check logs (its warnings) is kept, and written to the log file once the run
+            # is accepted and the file opened: a run's log holds everything said about it
+            logging.getLogger().addHandler(early)
+            try:
+                check(info, out)
+            finally:
+                logging.getLogger().removeHandler(early)
         handler = add_log_file(out / log_name) if info.is_main else None
+        if handler is not None:
+            for record in early.records:
+                handler.handle(record)
         yield info, out
     finally:
         if handler is not None:
