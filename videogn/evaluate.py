@@ -35,7 +35,7 @@ from videogn.cli import hydra_entry, job_context
 from videogn.config import ConfigError, EvalConfig, TrainConfig, validate
 from videogn.config.schema import given_fields, upgrade_train_config
 
-__all__ = ["load_into", "main", "resolve_checkpoint", "run"]
+__all__ = ["checkpoint_train_config", "load_into", "main", "resolve_checkpoint", "run"]
 
 logger = logging.getLogger("videogn.evaluate")
 
@@ -71,7 +71,7 @@ def run(cfg: DictConfig | EvalConfig, output_dir: Optional[str | Path] = None) -
         weights = read_weights(path)
     except CheckpointError as e:
         raise ConfigError(f"checkpoint: {e}") from None
-    train_cfg = _train_config(weights.checkpoint, ec, path)
+    train_cfg = checkpoint_train_config(weights.checkpoint, ec, path)
     if ec.precision == "fp16" and ec.device == "cpu":
         raise ConfigError("precision must be 'fp32' or 'bf16' on the CPU, got 'fp16'")
     # every start-up check before the run dir gets its log file: a refusal leaves no run dir behind
@@ -193,10 +193,11 @@ def _class_mismatch(model: Any, state: dict[str, Any], class_names: list[str], e
     return True
 
 
-def _train_config(checkpoint: Optional[dict[str, Any]], ec: EvalConfig, path: Path) -> TrainConfig:
-    """The training config to evaluate with: a videogn checkpoint's own (``ec.model``/``norm`` must
-    stay null), or for a foreign state dict the schema's defaults with ``ec.model``/``norm`` — then
-    ``ec.data`` and ``ec.eval`` laid over it field by field and the whole validated."""
+def checkpoint_train_config(checkpoint: Optional[dict[str, Any]], ec: EvalConfig, path: Path) -> TrainConfig:
+    """The training config to evaluate (videogn-eval) or predict (videogn-predict) with: a videogn
+    checkpoint's own (``ec.model``/``norm`` must stay null), or for a foreign state dict the
+    schema's defaults with ``ec.model``/``norm`` — then ``ec.data`` and ``ec.eval`` laid over it
+    field by field and the whole validated."""
     from videogn.config import NormConfig
 
     data, protocol = given_fields(ec.data), given_fields(ec.eval)

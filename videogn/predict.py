@@ -103,7 +103,7 @@ def run(cfg: DictConfig | PredictConfig, output_dir: Optional[str | Path] = None
     from videogn.checkpoint import CheckpointError, read_weights
     from videogn.engine.build import DataSources, build_dataset, build_model
     from videogn.engine.evaluator import NoReadableVideosError, predict, protocol_of
-    from videogn.evaluate import _train_config, load_into, resolve_checkpoint
+    from videogn.evaluate import checkpoint_train_config, load_into, resolve_checkpoint
 
     pc: PredictConfig = validate(cfg)
     if pc.precision == "fp16" and pc.device == "cpu":
@@ -115,7 +115,7 @@ def run(cfg: DictConfig | PredictConfig, output_dir: Optional[str | Path] = None
     except CheckpointError as e:
         raise ConfigError(f"checkpoint: {e}") from None
     if weights.checkpoint is not None:
-        train_cfg = _train_config(weights.checkpoint, pc, path)  # type: ignore[arg-type]  # EvalConfig's fields
+        train_cfg = checkpoint_train_config(weights.checkpoint, pc, path)  # type: ignore[arg-type]  # EvalConfig's fields
         class_names = list(weights.checkpoint["class_names"])
     else:
         if pc.class_names is None:
@@ -123,7 +123,7 @@ def run(cfg: DictConfig | PredictConfig, output_dir: Optional[str | Path] = None
                               "(class_names=PATH: a JSON list in output order, or a classes.json)")
         # no dataset is read: the data section only carries normalisation and decoding settings
         data = pc.data if given_fields(pc.data) else dataclasses.replace(pc.data, name="synthetic")
-        train_cfg = _train_config(None, dataclasses.replace(pc, data=data), path)  # type: ignore[arg-type]
+        train_cfg = checkpoint_train_config(None, dataclasses.replace(pc, data=data), path)  # type: ignore[arg-type]
         class_names = []
     if pc.class_names is not None:
         class_names = read_class_names(pc.class_names)
