@@ -331,6 +331,9 @@ def test_uint8_clips_normalised_on_device_equal_float_clips(kinetics, channels_l
         assert got.dtype == torch.float32 and torch.equal(got, a["video"]), mode
         if mode == "train":  # the uint8 batch is channels-last (C innermost) and stays so
             assert got.is_contiguous(memory_format=torch.channels_last_3d)
+        # or takes the model's layout in the same pass (the trainer with channels_last=false)
+        flat = normalize_batch(b["video"], f32.mean, f32.std, memory_format=torch.contiguous_format)
+        assert flat.is_contiguous() and torch.equal(flat, a["video"]), mode
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'uint8', got 'float16'"):
         KineticsDataset(kinetics["videos"], kinetics["val_csv"], dtype="float16")
     with pytest.raises(TypeError, match="uint8"):

@@ -92,13 +92,20 @@ def _check_mean_std(mean: Sequence[float], std: Sequence[float]) -> None:
 
 
 def normalize_batch(
-    video: torch.Tensor, mean: Sequence[float], std: Sequence[float], *, dtype: torch.dtype = torch.float32
+    video: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    dtype: torch.dtype = torch.float32,
+    memory_format: torch.memory_format = torch.preserve_format,
 ) -> torch.Tensor:
     """uint8 clips (..., 3, T, H, W) -> ``dtype`` ``(x / 255 - mean) / std``, on ``video``'s device.
 
     For datasets built with ``dtype="uint8"``: the float conversion then runs where the model does
     (a quarter of the bytes cross worker pipes and the host-to-device copy). The memory layout is
-    kept (a ``channels_last_3d`` batch stays so). Equals :func:`normalize` on the same clip.
+    kept (a ``channels_last_3d`` batch stays so), or is ``memory_format`` when given: the layout
+    changes in the same pass as the conversion, not in a copy of the float batch afterwards.
+    Equals :func:`normalize` on the same clip.
     """
     if not isinstance(video, torch.Tensor) or video.dtype != torch.uint8:
         raise TypeError(f"video must be a uint8 tensor (..., 3, T, H, W), got {type(video).__name__} "
@@ -109,7 +116,8 @@ def normalize_batch(
     # same arithmetic as normalize: x * (1 / (255 std)) - mean / std, in float32
     scale = torch.tensor([1.0 / (255.0 * v) for v in std], device=video.device).view(3, 1, 1, 1)
     shift = torch.tensor([m / v for m, v in zip(mean, std)], device=video.device).view(3, 1, 1, 1)
-    out = video.to(torch.float32)  # preserve_format: keeps channels-last strides
+    out = torch.empty_like(video, dtype=torch.float32, memory_format=memory_format)
+    out.copy_(video)  # convert (and change the layout) in one pass
     return out.mul_(scale).sub_(shift).to(dtype)
 
 

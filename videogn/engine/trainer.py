@@ -325,9 +325,10 @@ class Trainer:
 
     def _micro_step(self, batch: dict[str, Any], window: _Window, *, sync: bool) -> None:
         # uint8 (N, 3, T, H, W) crosses to the device; float conversion and normalisation happen there
-        x = normalize_batch(batch["video"].to(self.device, non_blocking=True), self.train_set.mean, self.train_set.std)
-        # the loader's uint8 clips are C-innermost already (a no-op for channels_last); one layout end to end
-        x = x.contiguous(memory_format=self.memory_format)
+        # in the model's layout (the loader's uint8 clips are C-innermost: as they are for channels_last),
+        # set while converting: no copy of the float batch
+        x = normalize_batch(batch["video"].to(self.device, non_blocking=True), self.train_set.mean, self.train_set.std,
+                            memory_format=self.memory_format)
         y = batch["label"].to(self.device, non_blocking=True)
         # DDP all-reduces gradients only on the window's last micro-batch
         no_sync = self.model.no_sync() if (self.dist.distributed and not sync) else contextlib.nullcontext()
