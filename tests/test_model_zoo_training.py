@@ -6,7 +6,6 @@ Clips are ``experiment=tiny``'s (4 frames, 28x28) raised to each model's ``Model
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -19,7 +18,6 @@ from videogn.config import validate
 from videogn.engine.trainer import Trainer
 from videogn.models import get_model_spec, list_models
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "plan_budget.py"
 TINY_FRAMES, TINY_CROP = 4, 28  # configs/experiment/tiny.yaml
 HEAVY = {"i3d_r101", "csn_r101"}  # ResNet-101 depth: the slowest to build and step on one CPU thread
 
@@ -50,10 +48,8 @@ def test_every_registered_model_trains_two_steps(compose, tmp_path: Path, name: 
     assert (tmp_path / "checkpoints").is_dir() and any((tmp_path / "checkpoints").iterdir())
 
 
-def test_plan_budget_script_takes_a_non_resnet_model(tmp_path: Path, capsys) -> None:
-    spec = importlib.util.spec_from_file_location("plan_budget_script", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_plan_budget_script_takes_a_non_resnet_model(tmp_path: Path, capsys, load_script) -> None:
+    script = load_script("plan_budget")
     out = tmp_path / "plan.json"
     code = script.main(["--model", "x3d_xs", "--frames", "4", "--crop-size", "32", "--budget", "64MiB",
                         "--num-classes", "5", "--device", "cpu", "--probe", "1", "--max-batch-size", "4",

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 from step_models import MiB, mem, small_gn_net
@@ -13,8 +11,6 @@ from step_models import MiB, mem, small_gn_net
 from videogn.budget import BudgetRow, ClipShape, format_plan, measure_step_memory, plan_budget, save_plan
 from videogn.budget.memory import measure_step_time
 from videogn.budget.planner import format_checkpointing_plan, plan_checkpointing
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "plan_budget.py"
 
 
 def test_planner_picks_the_largest_batch_that_fits():
@@ -67,10 +63,8 @@ def test_plan_is_saved_as_json_and_csv(tmp_path):
         save_plan([row], tmp_path / "p.txt")
 
 
-def test_cli_prints_and_saves_the_table(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("plan_budget_script", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_cli_prints_and_saves_the_table(tmp_path, capsys, load_script):
+    script = load_script("plan_budget")
     out = tmp_path / "plan.json"
     code = script.main(["--model", "i3d_tiny", "--frames", "4", "--crop-size", "32", "--budget", "16MiB",
                         "--num-classes", "5", "--device", "cpu", "--out", str(out), "--quiet"])
@@ -121,10 +115,8 @@ def test_step_time_is_taken_interleaved_for_both_modes():
     assert t.ratio == sorted(t.ratios)[1]  # the median pair's ratio
 
 
-def test_cli_plans_with_and_without_checkpointing(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("plan_budget_script", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_cli_plans_with_and_without_checkpointing(tmp_path, capsys, load_script):
+    script = load_script("plan_budget")
     out = tmp_path / "plan.csv"
     code = script.main(["--model", "i3d_tiny", "--frames", "4", "--crop-size", "32", "--budget", "16MiB",
                         "--num-classes", "5", "--device", "cpu", "--activation-checkpointing", "--timing-reps", "1",

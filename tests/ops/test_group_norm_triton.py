@@ -400,19 +400,8 @@ def test_torch_export_keeps_the_custom_op():
 
 # --- the benchmark script runs (numbers are not checked) ----------------------------------------
 
-def _bench_module():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "scripts" / "bench_groupnorm.py"
-    spec = importlib.util.spec_from_file_location("bench_groupnorm", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bench_script_sections_run(monkeypatch):
-    bench = _bench_module()
+def test_bench_script_sections_run(monkeypatch, load_script):
+    bench = load_script("bench_groupnorm")
     rows = bench.bench_cpu([(1, 32, 2, 4, 4)], reps=1)
     assert {r["layout"] for r in rows} == set(bench.LAYOUTS)
     assert rows[1]["GroupNorm3d.max_err"] < 1e-3  # channels-last, mean-1000 input
