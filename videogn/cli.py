@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import logging.handlers
 import shutil
 import sys
 from pathlib import Path
@@ -83,17 +84,6 @@ def release_scratch_dir(run_dir: Path) -> None:
             pass
 
 
-class _RecordBuffer(logging.Handler):
-    """Keeps the records it is given (for a log file that is opened later)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @contextlib.contextmanager
 def job_context(
     device: str, dist_backend: str, output_dir: Optional[str | Path], log_name: str, timeout_s: Optional[float] = None,
@@ -117,7 +107,7 @@ def job_context(
             output_dir = HydraConfig.get().runtime.output_dir
         out = Path(broadcast_object(str(output_dir)))
         release_scratch_dir(out)
-        early = _RecordBuffer()
+        early = logging.handlers.BufferingHandler(capacity=sys.maxsize)  # keeps every record, never flushes
         if check is not None:
             # what the check logs (its warnings) is kept, and written to the log file once the run
             # is accepted and the file opened: a run's log holds everything said about it
@@ -128,7 +118,7 @@ def job_context(
                 logging.getLogger().removeHandler(early)
         handler = add_log_file(out / log_name) if info.is_main else None
         if handler is not None:
-            for record in early.records:
+            for record in early.buffer:
                 handler.handle(record)
         yield info, out
     finally:
