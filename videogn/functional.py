@@ -213,10 +213,7 @@ def cpu_group_norm(
         if x.numel() == num_groups:  # one value per group: F.group_norm raises its error
             return _apply_activation(F.group_norm(x, num_groups, weight, bias, eps), activation)
         return _apply_activation(torch.group_norm(x, num_groups, weight, bias, eps), activation)
-    fmt = _CHANNELS_LAST.get(x.dim())
-    if fmt is not None and x.numel() > 0 and x.is_contiguous(memory_format=fmt):
-        return _apply_activation(_stable_channels_last(x, num_groups, weight, bias, eps), activation)
-    return _native_group_norm(x, num_groups, weight, bias, eps, activation)
+    return _native_group_norm(x, num_groups, weight, bias, eps, activation)  # channels-last and other strides
 
 
 def group_norm(
