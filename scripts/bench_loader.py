@@ -469,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.quick:
         args.num_videos, args.video_frames, args.clips = 4, 120, 16
+    if args.repeats < 1:
+        ap.error(f"--repeats must be at least 1, got {args.repeats}")
     ks = list(dict.fromkeys(args.clips_per_decode))
     for k in ks:
         if k < 1 or args.batch_size % k or args.clips % k:
@@ -583,7 +585,11 @@ def main(argv: list[str] | None = None) -> int:
             return r["set"], r["pipeline"], r["backend"], r["clips_per_decode"]
 
         for key in dict.fromkeys(key_of(r) for r in results):
-            rates = {r["workers"]: r["clips_per_s"] for r in results if key_of(r) == key}
+            by_workers: dict[int, list[float]] = {}
+            for r in results:
+                if key_of(r) == key:
+                    by_workers.setdefault(r["workers"], []).append(r["clips_per_s"])
+            rates = {w: float(np.median(v)) for w, v in by_workers.items()}  # over --repeats
             need = workers_needed(rates, args.target_clips_per_s)
             per = ", ".join(f"{w}: {c:.1f}" for w, c in sorted(rates.items()))
             name = f"{key[1]}-{key[2]}" + (f" K={key[3]}" if key[3] > 1 else "")

@@ -79,3 +79,10 @@ def test_clips_per_decode_ratios_pair_each_repeat_with_its_own_k1(load_script):
     assert row["repeats"] == 3 and row["ratios"] == [1.5, 1.7, 2.0]
     assert (row["median"], row["min"], row["max"]) == (1.7, 1.5, 2.0)
     assert (row["cpu_median"], row["cpu_min"], row["cpu_max"]) == (1.8, 1.6, 1.9)
+
+
+def test_no_repeats_is_refused(load_script, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load_script("bench_loader").main(["--repeats", "0"])
+    assert exit_.value.code == 2
+    assert "--repeats must be at least 1, got 0" in capsys.readouterr().err
